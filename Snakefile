@@ -1,0 +1,21 @@
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo_data.smk"
+include: "workflow/rules/annotations.smk"
+include: "workflow/rules/decode.smk"
+
+
+rule all:
+    input:
+        expand("results/{ds}/videos.json", ds=config["targets"]),
+    default_target: True

@@ -1,0 +1,1 @@
+"""actloc: temporal action localization from a cached frozen backbone."""

@@ -1,0 +1,159 @@
+"""Decode stage: normalize each source video once, then stream its frames on demand.
+
+Normalized videos are H.264 mp4 at a constant frame rate with a given short side; frame i
+of a normalized video is shown at i / fps seconds, which the snippet protocol relies on.
+The same ffmpeg binary (from the imageio-ffmpeg wheel) writes and reads them, so frame
+timing never depends on which decoder a later stage uses. PyAV only probes headers.
+"""
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+import av
+import ffmpeg
+import numpy as np
+from tqdm import tqdm
+
+from .io import InputError, atomic_path, read_json, write_json
+
+
+def ffmpeg_exe():
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def probe(path):
+    """Width, height, fps, duration (s, or None) and frame count (0 if unknown) of a video file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: video not found")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: video file is empty (0 bytes)")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise InputError(f"{path}: has no video stream")
+            stream = container.streams.video[0]
+            if stream.duration is not None:
+                duration = float(stream.duration * stream.time_base)
+            else:
+                duration = container.duration / 1e6 if container.duration else None
+            rate = stream.average_rate or stream.guessed_rate
+            return {"width": stream.codec_context.width, "height": stream.codec_context.height,
+                    "fps": float(rate) if rate else None, "duration": duration, "frames": stream.frames}
+    except av.FFmpegError as err:
+        raise InputError(f"{path}: cannot be read as a video ({err})") from None
+
+
+def scaled_size(width, height, short_side):
+    """Output size with the shorter side set to `short_side` and the other even, aspect kept."""
+    if width <= height:
+        return short_side, 2 * round(height * short_side / width / 2)
+    return 2 * round(width * short_side / height / 2), short_side
+
+
+def _run_with_progress(args, seconds, label):
+    """Run an ffmpeg command that writes `-progress pipe:1`; return (exit code, stderr text)."""
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True)
+        with tqdm(total=round(seconds or 0, 1), unit="s", desc=label, leave=False) as bar:
+            for line in proc.stdout:
+                if line.startswith("out_time_us=") and line[12:].strip().isdigit():
+                    bar.update(round(min(int(line[12:]) / 1e6, bar.total) - bar.n, 1))
+        code = proc.wait()
+        err.seek(0)
+        return code, err.read()
+
+
+def normalize(source, out, fps, short_side):
+    """Re-encode `source` to `out` (.mp4) at `fps` (constant) and `short_side`; write `out`.json.
+
+    Returns the JSON's content: the decoded video's fps, frame count, duration and size, and
+    the source's path, byte size and probed properties.
+    """
+    source, out = Path(source), Path(out)
+    src = probe(source)
+    width, height = scaled_size(src["width"], src["height"], short_side)
+    with atomic_path(out) as tmp:
+        video = (
+            ffmpeg.input(str(source)).video.filter("setpts", "PTS-STARTPTS")
+            .filter("fps", fps=fps).filter("scale", width, height).filter("setsar", 1)
+        )
+        args = (
+            ffmpeg.output(video, str(tmp), vcodec="libx264", preset="veryfast", crf=18, pix_fmt="yuv420p",
+                          fps_mode="cfr", movflags="+faststart", fflags="+bitexact", map_metadata=-1)
+            .global_args("-nostdin", "-v", "error", "-progress", "pipe:1", "-nostats")
+            .compile(cmd=ffmpeg_exe(), overwrite_output=True)
+        )
+        code, stderr = _run_with_progress(args, src["duration"], source.name)
+        if code:
+            raise InputError(f"{source}: ffmpeg could not decode it: {stderr.strip()[-1500:]}")
+        try:
+            frames = probe(tmp)["frames"]
+        except InputError:
+            frames = 0
+        if not frames:
+            raise InputError(f"{source}: no frame could be decoded from it")
+    info = {
+        "video": out.stem, "file": out.name, "fps": float(fps), "frames": frames,
+        "duration": frames / fps, "width": width, "height": height,
+        "source": {"path": str(source), "size_bytes": source.stat().st_size, **src},
+    }
+    write_json(out.with_suffix(".json"), info)
+    return info
+
+
+def crop_filter(width, height, size):
+    """Scale the short side to `size`, then centre-crop to size x size (VideoMAE's eval view)."""
+    scale = size / min(width, height)
+    return (max(size, round(width * scale)), max(size, round(height * scale))), (size, size)
+
+
+def iter_frames(path, size=None):
+    """Stream the frames of a decoded video as RGB uint8 arrays (H x W x 3), one at a time.
+
+    `size=None` gives frames as stored; an int gives size x size frames (short side scaled to
+    `size`, centre crop). Only one frame is held in memory whatever the video's length.
+    """
+    path = Path(path)
+    info = probe(path)
+    width, height = info["width"], info["height"]
+    video = ffmpeg.input(str(path)).video
+    if size:
+        (sw, sh), (width, height) = crop_filter(width, height, size)
+        video = video.filter("scale", sw, sh).filter("crop", width, height)
+    args = (ffmpeg.output(video, "pipe:", format="rawvideo", pix_fmt="rgb24")
+            .global_args("-nostdin", "-v", "error").compile(cmd=ffmpeg_exe()))
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err)
+        try:
+            while True:
+                frame = np.empty((height, width, 3), np.uint8)
+                view, got = memoryview(frame).cast("B"), 0
+                while got < frame.nbytes and (n := proc.stdout.readinto(view[got:])):
+                    got += n
+                if got == 0:
+                    break
+                if got < frame.nbytes:
+                    raise InputError(f"{path}: stream ended inside a frame")
+                yield frame
+            if proc.wait():
+                err.seek(0)
+                raise InputError(f"{path}: ffmpeg failed while reading: {err.read().decode()[-1500:]}")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdout.close()
+            proc.wait()
+
+
+def write_index(infos, out):
+    """Gather the per-video JSONs of one dataset into one `{video: info}` file."""
+    index = {}
+    for path in infos:
+        info = read_json(path)
+        index[info["video"]] = info
+    write_json(out, dict(sorted(index.items())))
+    return index

@@ -1,0 +1,215 @@
+"""The built-in demo dataset: synthetic untrimmed videos rendered by ffmpeg's lavfi sources.
+
+Every action is a disc of a random colour from one palette, so colour says nothing about the
+class; the five classes differ only in how the disc changes over time (blink, grow, shrink,
+slide left, slide right). The background is a scrolling cellular-automaton texture under
+moving colour gradients, and distractor discs sit still or drift vertically, so a single
+frame cannot tell a growing disc from a still one, nor where an action starts or ends.
+
+The plan of a video (its length, actions and distractors) is a pure function of the seed,
+subset and index, so the ground truth is exact and known without rendering anything.
+"""
+
+import math
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .decode import ffmpeg_exe
+from .io import InputError, atomic_path, write_json
+
+CLASSES = ("blink", "grow", "shrink", "slide_left", "slide_right")
+DISTRACTORS = ("still", "drift")
+SUBSETS = {"training": "train", "testing": "test"}
+WIDTH, HEIGHT, FPS = 160, 120, 20
+SPRITE = 24  # side of the square each disc is drawn in
+RADIUS = (3.0, 11.0)  # smallest and largest disc radius, pixels
+BLINK_PERIOD = FPS // 2  # frames: on for half of it, off for the other half
+PALETTE = ("#ffd040", "#40e0ff", "#ff6080", "#a0ff60", "#f0f0f0", "#c080ff")
+BACKGROUND = ("#203040", "#405020", "#402030", "#304848", "#483820")
+
+
+@dataclass(frozen=True)
+class Disc:
+    """One disc on screen during frames [first, last), moving from (x0, y0) to (x1, y1)."""
+
+    kind: str  # a class name, or a distractor kind
+    first: int
+    last: int
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    radius: float
+    color: str
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    name: str
+    subset: str
+    frames: int
+    seed: int
+    actions: tuple
+    distractors: tuple
+
+    @property
+    def duration(self):
+        return self.frames / FPS
+
+
+def video_name(subset, index):
+    return f"demo_{SUBSETS[subset]}_{index:03d}"
+
+
+def video_names(n_train, n_test):
+    return [video_name("training", i) for i in range(n_train)] + [
+        video_name("testing", i) for i in range(n_test)
+    ]
+
+
+def random_disc(rng, kind, first, last):
+    """A disc of the given kind with a random colour, size and path that stays in the frame."""
+    room_x, room_y = WIDTH - SPRITE, HEIGHT - SPRITE
+    x0, y0 = int(rng.integers(0, room_x + 1)), int(rng.integers(0, room_y + 1))
+    x1, y1 = x0, y0
+    seconds = (last - first) / FPS
+    if kind in ("slide_left", "slide_right"):
+        travel = int(np.clip(rng.uniform(15, 35) * seconds, 12, room_x))
+        x0 = int(rng.integers(0, room_x - travel + 1))
+        x1 = x0 + travel
+        if kind == "slide_left":
+            x0, x1 = x1, x0
+    elif kind == "drift":
+        travel = int(np.clip(rng.uniform(5, 15) * seconds, 8, room_y))
+        y0 = int(rng.integers(0, room_y - travel + 1))
+        y1 = y0 + travel * int(rng.choice([-1, 1]))
+        if y1 < 0:
+            y0, y1 = y0 + travel, y0
+    radius = float(np.round(rng.uniform(*RADIUS), 1))
+    color = PALETTE[int(rng.integers(len(PALETTE)))]
+    return Disc(kind, first, last, x0, y0, x1, y1, radius, color)
+
+
+def plan_video(seed, subset, index, min_seconds=20, max_seconds=60):
+    """Lay out one video: non-overlapping actions of 0.5-8 s separated by 1-4 s gaps."""
+    rng = np.random.default_rng([seed, list(SUBSETS).index(subset), index])
+    frames = int(rng.integers(min_seconds, max_seconds + 1)) * FPS
+    actions, frame = [], 0
+    while True:
+        frame += int(rng.uniform(1, 4) * FPS)
+        length = int(round(math.exp(rng.uniform(math.log(0.5), math.log(8))) * FPS))
+        if frame + length > frames - FPS // 2:
+            break
+        kind = CLASSES[int(rng.integers(len(CLASSES)))]
+        actions.append(random_disc(rng, kind, frame, frame + length))
+        frame += length
+    distractors = []
+    for _ in range(max(1, frames // (6 * FPS))):
+        length = int(rng.uniform(1, 10) * FPS)
+        first = int(rng.integers(0, frames - length))
+        kind = DISTRACTORS[int(rng.integers(len(DISTRACTORS)))]
+        distractors.append(random_disc(rng, kind, first, first + length))
+    return VideoPlan(video_name(subset, index), subset, frames, seed, tuple(actions), tuple(distractors))
+
+
+def plan(seed=0, n_train=24, n_test=12, min_seconds=20, max_seconds=60):
+    if not (n_train > 0 and n_test > 0 and 0 < min_seconds <= max_seconds):
+        raise InputError(f"demo needs n_train, n_test > 0 and 0 < min_seconds <= max_seconds; "
+                         f"got {n_train}, {n_test}, {min_seconds}, {max_seconds}")
+    counts = {"training": n_train, "testing": n_test}
+    return [plan_video(seed, subset, i, min_seconds, max_seconds)
+            for subset, n in counts.items() for i in range(n)]
+
+
+def ground_truth(**settings):
+    """The demo dataset's annotations in actloc's ActivityNet form (see annotations.py)."""
+    database = {
+        p.name: {
+            "subset": p.subset, "duration": p.duration, "fps": float(FPS), "file": p.name,
+            "annotations": [{"segment": [a.first / FPS, a.last / FPS], "label": a.kind} for a in p.actions],
+            "ambiguous": [],
+        }
+        for p in plan(**settings)
+    }
+    return {"classes": list(CLASSES), "database": database}
+
+
+def _progress(disc, frame):
+    """0 at the disc's first frame, 1 at its last; `frame` counts from the disc's first frame."""
+    return f"clip({frame}/{max(disc.last - 1 - disc.first, 1)},0,1)"
+
+
+def _radius_expr(disc):
+    low, high = RADIUS
+    if disc.kind == "grow":
+        return f"{low}+{high - low}*{_progress(disc, 'N')}"
+    if disc.kind == "shrink":
+        return f"{high}-{high - low}*{_progress(disc, 'N')}"
+    if disc.kind == "blink":
+        return f"{disc.radius}*lt(mod(N,{BLINK_PERIOD}),{BLINK_PERIOD // 2})"
+    return str(disc.radius)
+
+
+def filter_graph(video):
+    """The lavfi graph that draws `video`: background, then distractors, then actions."""
+    rng = np.random.default_rng([video.seed, 99, video.frames, len(video.actions)])
+    colors = rng.choice(BACKGROUND, size=3, replace=False)
+    size = f"{WIDTH}x{HEIGHT}"
+    texture = int(rng.integers(1, 2**31))
+    chains = [
+        f"cellauto=s={size}:rate={FPS}:rule=30:seed={texture},format=gray,lutyuv=y='val*0.25+60'[tex]",
+        f"gradients=s={size}:r={FPS}:speed=0.015:seed={texture}:c0={colors[0]}:c1={colors[1]}:c2={colors[2]}[grad]",
+        "[grad][tex]blend=all_mode=overlay,format=rgb24[bg0]",
+    ]
+    centre = (SPRITE - 1) / 2
+    discs = video.distractors + video.actions
+    for i, d in enumerate(discs):
+        r, g, b = (int(d.color[k:k + 2], 16) for k in (1, 3, 5))
+        alpha = f"255*lt(hypot(X-{centre},Y-{centre}),{_radius_expr(d)})"
+        # Drawn only during its own frames (one spare), shifted to its start: geq is the cost.
+        chains.append(f"color=c=black:s={SPRITE}x{SPRITE}:r={FPS}:d={(d.last - d.first + 1) / FPS},"
+                      f"format=rgba,geq=r={r}:g={g}:b={b}:a='{alpha}',setpts=PTS+{d.first}/({FPS}*TB)[disc{i}]")
+        progress = _progress(d, f"(n-{d.first})")
+        chains.append(f"[bg{i}][disc{i}]overlay=x='{d.x0}+{d.x1 - d.x0}*{progress}':y='{d.y0}+{d.y1 - d.y0}*{progress}'"
+                      f":eof_action=pass:enable='between(n,{d.first},{d.last - 1})'[bg{i + 1}]")
+    chains.append(f"[bg{len(discs)}]format=yuv420p[out]")
+    return ";".join(chains)
+
+
+def render(video, out):
+    """Encode one planned video to `out` (H.264 mp4, byte-identical across reruns)."""
+    with atomic_path(out) as tmp:
+        cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-filter_complex", filter_graph(video),
+               "-map", "[out]", "-frames:v", str(video.frames), "-c:v", "libx264", "-preset", "veryfast",
+               "-crf", "20", "-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1", str(tmp)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"ffmpeg failed rendering {out}: {done.stderr.strip()[-2000:]}")
+
+
+def generate(out_dir, seed=0, n_train=24, n_test=12, min_seconds=20, max_seconds=60, only=None, jobs=2):
+    """Render the demo videos into `out_dir` (only the named ones if `only` is given).
+
+    Writes `annotations.json` beside them when rendering the whole set.
+    """
+    settings = dict(seed=seed, n_train=n_train, n_test=n_test, min_seconds=min_seconds, max_seconds=max_seconds)
+    videos = plan(**settings)
+    if only:
+        known = {v.name: v for v in videos}
+        missing = sorted(set(only) - set(known))
+        if missing:
+            raise InputError(f"no demo video named {', '.join(missing)}: this demo has {videos[0].name} "
+                             f"... {videos[-1].name} (n_train={n_train}, n_test={n_test})")
+        videos = [known[name] for name in only]
+    out_dir = Path(out_dir)
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        jobs_done = pool.map(lambda v: render(v, out_dir / f"{v.name}.mp4"), videos)
+        list(tqdm(jobs_done, total=len(videos), desc="demo videos", unit="video", disable=len(videos) < 2))
+    if not only:
+        write_json(out_dir / "annotations.json", ground_truth(**settings))
+    return [out_dir / f"{v.name}.mp4" for v in videos]

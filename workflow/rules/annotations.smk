@@ -1,0 +1,35 @@
+def annotation_sources(wildcards):
+    d = dataset(wildcards)
+    if d["type"] == "thumos14":
+        return sorted(str(p) for p in Path(d["annotations"]).glob("annotations_*/*.txt"))
+    return [d["annotations"]] if "annotations" in d else []
+
+
+def annotation_args(wildcards):
+    d = dataset(wildcards)
+    if d["type"] == "demo":
+        return demo_args(wildcards)
+    args = f"--source {d['annotations']!r} --out-of-range {d['out_of_range']}"
+    if d["type"] == "activitynet":
+        args += f" --video-prefix {d['video_prefix']!r}"
+    if "metadata" in d:
+        args += f" --metadata {d['metadata']!r}"
+    return args
+
+
+checkpoint annotations:
+    input:
+        annotation_sources,
+    output:
+        json="results/{ds}/annotations.json",
+        classes="results/{ds}/classes.txt",
+    params:
+        type=lambda wildcards: dataset(wildcards)["type"],
+        args=annotation_args,
+    log:
+        "results/{ds}/logs/annotations.log",
+    conda:
+        "../../envs/actloc.yaml"
+    shell:
+        "actloc annotations --type {params.type} {params.args}"
+        " --out {output.json:q} --classes {output.classes:q} 2> {log:q}"

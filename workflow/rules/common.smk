@@ -1,0 +1,50 @@
+import json
+from functools import cache
+from pathlib import Path
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
+DEMO_DATASETS = [ds for ds, d in config["datasets"].items() if d["type"] == "demo"]
+
+for ds in config["targets"]:
+    if ds not in config["datasets"]:
+        raise ValueError(f"config.yaml: targets names {ds!r}, which is not under datasets")
+
+
+wildcard_constraints:
+    ds="|".join(config["datasets"]),
+    video=r"[^/]+",
+
+
+def dataset(wildcards):
+    return config["datasets"][wildcards.ds]
+
+
+def demo_args(wildcards):
+    """The demo settings as `actloc` options."""
+    settings = dataset(wildcards)["demo"]
+    return " ".join(f"--{key.replace('_', '-')} {value}" for key, value in settings.items())
+
+
+@cache
+def read_annotations(path):
+    # Parsed once per Snakemake process: ActivityNet's JSON is large and many jobs ask.
+    with open(path) as f:
+        return json.load(f)["database"]
+
+
+def videos_of(wildcards):
+    """Every video of the dataset, known once its annotations checkpoint has run."""
+    return read_annotations(checkpoints.annotations.get(ds=wildcards.ds).output.json)
+
+
+def source_video(wildcards):
+    """The source file of one video; a missing one is reported by Snakemake with its path."""
+    d = dataset(wildcards)
+    if d["type"] == "demo":
+        return f"results/{wildcards.ds}/source/{wildcards.video}.mp4"
+    stem = videos_of(wildcards)[wildcards.video]["file"]
+    folder = Path(d["videos"])
+    for suffix in VIDEO_SUFFIXES:
+        if (folder / (stem + suffix)).exists():
+            return str(folder / (stem + suffix))
+    return str(folder / f"{stem}.mp4")

@@ -1,0 +1,31 @@
+rule decode:
+    input:
+        source_video,
+    output:
+        video="results/{ds}/videos/{video}.mp4",
+        info="results/{ds}/videos/{video}.json",
+    params:
+        fps=lambda wildcards: dataset(wildcards)["decode"]["fps"],
+        short_side=lambda wildcards: dataset(wildcards)["decode"]["short_side"],
+    log:
+        "results/{ds}/logs/decode/{video}.log",
+    benchmark:
+        "results/{ds}/benchmarks/decode/{video}.tsv"
+    conda:
+        "../../envs/actloc.yaml"
+    shell:
+        "actloc decode {input:q} --out {output.video:q} --fps {params.fps}"
+        " --short-side {params.short_side} 2> {log:q}"
+
+
+rule decode_index:
+    input:
+        lambda wildcards: [f"results/{wildcards.ds}/videos/{v}.json" for v in videos_of(wildcards)],
+    output:
+        "results/{ds}/videos.json",
+    log:
+        "results/{ds}/logs/decode_index.log",
+    conda:
+        "../../envs/actloc.yaml"
+    shell:
+        "actloc decode-index {input:q} --out {output:q} 2> {log:q}"
