@@ -79,7 +79,9 @@ def normalize(source, out, fps, short_side):
     with atomic_path(out) as tmp:
         video = (
             ffmpeg.input(str(source)).video.filter("setpts", "PTS-STARTPTS")
-            .filter("fps", fps=fps).filter("scale", width, height).filter("setsar", 1)
+            # round=up: frame i is the source frame on screen at i / fps (the default,
+            # near, shows one up to half a frame later).
+            .filter("fps", fps=fps, round="up").filter("scale", width, height).filter("setsar", 1)
         )
         args = (
             ffmpeg.output(video, str(tmp), vcodec="libx264", preset="veryfast", crf=18, pix_fmt="yuv420p",

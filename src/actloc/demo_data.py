@@ -103,7 +103,8 @@ def plan_video(seed, subset, index, min_seconds=20, max_seconds=60):
     while True:
         frame += int(rng.uniform(1, 4) * FPS)
         length = int(round(math.exp(rng.uniform(math.log(0.5), math.log(8))) * FPS))
-        if frame + length > frames - FPS // 2:
+        length = min(length, frames - FPS // 2 - frame)  # the last one ends 0.5 s before the end
+        if length < FPS // 2:
             break
         kind = CLASSES[int(rng.integers(len(CLASSES)))]
         actions.append(random_disc(rng, kind, frame, frame + length))

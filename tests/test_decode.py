@@ -1,0 +1,124 @@
+import json
+
+import av
+import numpy as np
+import pytest
+
+from actloc import decode
+from actloc.io import InputError
+
+from conftest import run_ffmpeg
+
+
+@pytest.fixture(scope="module")
+def normalized(source_video, tmp_path_factory):
+    out = tmp_path_factory.mktemp("decoded") / "pattern.mp4"
+    return out, decode.normalize(source_video, out, fps=10, short_side=90)
+
+
+def test_normalize_sets_fps_size_and_records_properties(normalized, source_video):
+    out, info = normalized
+    assert (info["width"], info["height"], info["fps"]) == (160, 90, 10.0)
+    assert info["frames"] == 30 and info["duration"] == pytest.approx(3.0)
+    assert info["source"]["path"] == str(source_video)
+    assert info["source"]["size_bytes"] == source_video.stat().st_size
+    assert (info["source"]["width"], info["source"]["height"], info["source"]["fps"]) == (320, 180, 25.0)
+    assert json.loads(out.with_suffix(".json").read_text()) == info
+    with av.open(str(out)) as container:
+        assert len(container.streams.video) == 1 and not container.streams.audio
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264" and stream.average_rate == 10
+        times = [float(f.time) for f in container.decode(stream)]
+    assert times == pytest.approx([i / 10 for i in range(30)])  # constant rate, from 0
+
+
+def test_scaled_size_keeps_aspect_and_even_sides():
+    assert decode.scaled_size(640, 360, 224) == (398, 224)
+    assert decode.scaled_size(360, 640, 224) == (224, 398)
+    assert decode.scaled_size(100, 100, 64) == (64, 64)
+
+
+def test_iter_frames_streams_every_frame(normalized):
+    out, info = normalized
+    frames = list(decode.iter_frames(out))
+    assert len(frames) == info["frames"]
+    assert all(f.shape == (90, 160, 3) and f.dtype == np.uint8 for f in frames)
+    assert len({f.tobytes() for f in frames}) > 20  # a moving pattern, not one frame repeated
+
+
+def test_iter_frames_centre_crop(normalized):
+    out, _ = normalized
+    full = next(decode.iter_frames(out))
+    square = next(decode.iter_frames(out, size=90))
+    assert square.shape == (90, 90, 3)
+    assert np.array_equal(square, full[:, 35:125])  # short side already 90: a pure centre crop
+    assert next(decode.iter_frames(out, size=48)).shape == (48, 48, 3)
+
+
+@pytest.mark.parametrize("fps, frames", [(5, 6), (10, 12)])
+def test_frame_i_is_the_source_frame_shown_at_i_over_fps(tmp_path, fps, frames):
+    # Source frame k (25 fps, starting at 2 s) has grey level 8 k; frame i of the normalized
+    # video must show the latest source frame at or before i / fps: floor(25 i / fps).
+    source = tmp_path / "ramp.mkv"
+    run_ffmpeg("-f", "lavfi", "-i", "color=c=black:s=64x64:r=25:d=1.2,format=rgb24,geq=r='8*N':g='8*N':b='8*N'",
+               "-output_ts_offset", "2", "-c:v", "ffv1", source)
+    info = decode.normalize(source, tmp_path / "ramp.mp4", fps=fps, short_side=64)
+    levels = [f.mean() for f in decode.iter_frames(tmp_path / "ramp.mp4")]
+    assert info["frames"] == frames
+    assert levels == pytest.approx([8 * (25 * i // fps) for i in range(frames)], abs=3)
+
+
+def test_closing_the_reader_early_stops_ffmpeg(normalized):
+    out, _ = normalized
+    frames = decode.iter_frames(out)
+    next(frames)
+    frames.close()  # must not hang or leave the pipe open
+    assert sum(1 for _ in decode.iter_frames(out)) == 30
+
+
+def make_bad(kind, folder, source_video):
+    path = folder / f"{kind}.mp4"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "garbage":
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
+    elif kind == "truncated":
+        path.write_bytes(source_video.read_bytes()[: source_video.stat().st_size // 2])
+    elif kind == "audio_only":
+        path = folder / "audio_only.m4a"
+        run_ffmpeg("-f", "lavfi", "-i", "sine=d=1", path)
+    elif kind == "zero_frames":
+        run_ffmpeg("-f", "lavfi", "-i", "color=s=64x64", "-frames:v", "0", path)
+    elif kind == "frames_unreadable":
+        # Headers intact (moov first), every coded frame zeroed out.
+        run_ffmpeg("-f", "lavfi", "-i", "testsrc2=s=64x64:r=10:d=1", "-c:v", "libx264", "-movflags", "+faststart", path)
+        data = bytearray(path.read_bytes())
+        mdat = data.index(b"mdat") + 4
+        data[mdat:] = bytes(len(data) - mdat)
+        path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing", "video not found"),
+    ("empty", r"video file is empty \(0 bytes\)"),
+    ("garbage", "cannot be read as a video"),
+    ("truncated", "cannot be read as a video"),
+    ("audio_only", "has no video stream"),
+    ("zero_frames", "has no video stream"),
+    ("frames_unreadable", "no frame could be decoded|ffmpeg could not decode it"),
+])
+def test_bad_videos_name_the_file_and_leave_nothing(tmp_path, source_video, kind, message):
+    bad = make_bad(kind, tmp_path, source_video) if kind != "missing" else tmp_path / "missing.mp4"
+    out_dir = tmp_path / "out"
+    with pytest.raises(InputError, match=message) as err:
+        decode.normalize(bad, out_dir / "video.mp4", fps=10, short_side=32)
+    assert str(err.value).startswith(str(bad))
+    assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+def test_write_index(normalized, tmp_path):
+    out, info = normalized
+    index = decode.write_index([out.with_suffix(".json")], tmp_path / "videos.json")
+    assert index == {"pattern": info}
+    assert json.loads((tmp_path / "videos.json").read_text()) == index
