@@ -16,6 +16,6 @@ include: "workflow/rules/decode.smk"
 
 
 rule all:
+    default_target: True
     input:
         expand("results/{ds}/videos.json", ds=config["targets"]),
-    default_target: True

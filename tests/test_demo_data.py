@@ -43,6 +43,11 @@ def test_plan_meets_the_spec(default_plan):
             assert len({a.color for a in actions if a.kind == kind}) >= 3
 
 
+def test_short_videos_still_plan(default_plan):
+    for video in demo_data.plan(n_train=20, n_test=20, min_seconds=6, max_seconds=6):
+        assert video.actions and all(d.last <= video.frames for d in video.actions + video.distractors)
+
+
 def test_ground_truth_is_the_plan_in_seconds(default_plan):
     truth = demo_data.ground_truth()
     assert truth["classes"] == list(CLASSES)
@@ -128,3 +133,5 @@ def test_generate_rejects_unknown_video(tmp_path):
         demo_data.generate(tmp_path, n_train=2, n_test=1, only=["demo_train_007"])
     with pytest.raises(InputError, match="demo needs n_train, n_test > 0"):
         demo_data.plan(n_train=0)
+    with pytest.raises(InputError, match="6 <= min_seconds"):
+        demo_data.plan(min_seconds=3)

@@ -58,7 +58,7 @@ def _run_with_progress(args, seconds, label):
     """Run an ffmpeg command that writes `-progress pipe:1`; return (exit code, stderr text)."""
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True)
-        with tqdm(total=round(seconds or 0, 1), unit="s", desc=label, leave=False) as bar:
+        with tqdm(total=round(seconds or 0, 1), unit="s", desc=label) as bar:
             for line in proc.stdout:
                 if line.startswith("out_time_us=") and line[12:].strip().isdigit():
                     bar.update(round(min(int(line[12:]) / 1e6, bar.total) - bar.n, 1))

@@ -111,7 +111,7 @@ def plan_video(seed, subset, index, min_seconds=20, max_seconds=60):
         frame += length
     distractors = []
     for _ in range(max(1, frames // (6 * FPS))):
-        length = int(rng.uniform(1, 10) * FPS)
+        length = min(int(rng.uniform(1, 10) * FPS), frames // 2)
         first = int(rng.integers(0, frames - length))
         kind = DISTRACTORS[int(rng.integers(len(DISTRACTORS)))]
         distractors.append(random_disc(rng, kind, first, first + length))
@@ -119,8 +119,9 @@ def plan_video(seed, subset, index, min_seconds=20, max_seconds=60):
 
 
 def plan(seed=0, n_train=24, n_test=12, min_seconds=20, max_seconds=60):
-    if not (n_train > 0 and n_test > 0 and 0 < min_seconds <= max_seconds):
-        raise InputError(f"demo needs n_train, n_test > 0 and 0 < min_seconds <= max_seconds; "
+    # 6 s leaves room for the longest first gap (4 s) and a shortest action.
+    if not (n_train > 0 and n_test > 0 and 6 <= min_seconds <= max_seconds):
+        raise InputError(f"demo needs n_train, n_test > 0 and 6 <= min_seconds <= max_seconds; "
                          f"got {n_train}, {n_test}, {min_seconds}, {max_seconds}")
     counts = {"training": n_train, "testing": n_test}
     return [plan_video(seed, subset, i, min_seconds, max_seconds)

@@ -1,7 +1,9 @@
 def annotation_sources(wildcards):
     d = dataset(wildcards)
     if d["type"] == "thumos14":
-        return sorted(str(p) for p in Path(d["annotations"]).glob("annotations_*/*.txt"))
+        return sorted(
+            str(p) for p in Path(d["annotations"]).glob("annotations_*/*.txt")
+        )
     return [d["annotations"]] if "annotations" in d else []
 
 
@@ -9,12 +11,12 @@ def annotation_args(wildcards):
     d = dataset(wildcards)
     if d["type"] == "demo":
         return demo_args(wildcards)
-    args = f"--source {d['annotations']!r} --out-of-range {d['out_of_range']}"
+    args = ["--source", d["annotations"], "--out-of-range", d["out_of_range"]]
     if d["type"] == "activitynet":
-        args += f" --video-prefix {d['video_prefix']!r}"
+        args += ["--video-prefix", d["video_prefix"]]
     if "metadata" in d:
-        args += f" --metadata {d['metadata']!r}"
-    return args
+        args += ["--metadata", d["metadata"]]
+    return shlex.join(args)
 
 
 checkpoint annotations:
@@ -23,13 +25,13 @@ checkpoint annotations:
     output:
         json="results/{ds}/annotations.json",
         classes="results/{ds}/classes.txt",
-    params:
-        type=lambda wildcards: dataset(wildcards)["type"],
-        args=annotation_args,
     log:
         "results/{ds}/logs/annotations.log",
     conda:
         "../../envs/actloc.yaml"
+    params:
+        type=lambda wildcards: dataset(wildcards)["type"],
+        args=annotation_args,
     shell:
         "actloc annotations --type {params.type} {params.args}"
         " --out {output.json:q} --classes {output.classes:q} 2> {log:q}"

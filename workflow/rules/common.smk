@@ -1,4 +1,5 @@
 import json
+import shlex
 from functools import cache
 from pathlib import Path
 
@@ -7,7 +8,9 @@ DEMO_DATASETS = [ds for ds, d in config["datasets"].items() if d["type"] == "dem
 
 for ds in config["targets"]:
     if ds not in config["datasets"]:
-        raise ValueError(f"config.yaml: targets names {ds!r}, which is not under datasets")
+        raise ValueError(
+            f"config.yaml: targets names {ds!r}, which is not under datasets"
+        )
 
 
 wildcard_constraints:
@@ -22,7 +25,9 @@ def dataset(wildcards):
 def demo_args(wildcards):
     """The demo settings as `actloc` options."""
     settings = dataset(wildcards)["demo"]
-    return " ".join(f"--{key.replace('_', '-')} {value}" for key, value in settings.items())
+    return " ".join(
+        f"--{key.replace('_', '-')} {value}" for key, value in settings.items()
+    )
 
 
 @cache

@@ -4,15 +4,15 @@ rule decode:
     output:
         video="results/{ds}/videos/{video}.mp4",
         info="results/{ds}/videos/{video}.json",
-    params:
-        fps=lambda wildcards: dataset(wildcards)["decode"]["fps"],
-        short_side=lambda wildcards: dataset(wildcards)["decode"]["short_side"],
     log:
         "results/{ds}/logs/decode/{video}.log",
     benchmark:
         "results/{ds}/benchmarks/decode/{video}.tsv"
     conda:
         "../../envs/actloc.yaml"
+    params:
+        fps=lambda wildcards: dataset(wildcards)["decode"]["fps"],
+        short_side=lambda wildcards: dataset(wildcards)["decode"]["short_side"],
     shell:
         "actloc decode {input:q} --out {output.video:q} --fps {params.fps}"
         " --short-side {params.short_side} 2> {log:q}"
@@ -20,7 +20,9 @@ rule decode:
 
 rule decode_index:
     input:
-        lambda wildcards: [f"results/{wildcards.ds}/videos/{v}.json" for v in videos_of(wildcards)],
+        lambda wildcards: [
+            f"results/{wildcards.ds}/videos/{v}.json" for v in videos_of(wildcards)
+        ],
     output:
         "results/{ds}/videos.json",
     log:

@@ -1,8 +1,6 @@
 rule demo_data:
     output:
         "results/{ds}/source/{video}.mp4",
-    params:
-        settings=demo_args,
     log:
         "results/{ds}/logs/demo_data/{video}.log",
     benchmark:
@@ -11,6 +9,8 @@ rule demo_data:
         ds="|".join(DEMO_DATASETS) or "no-demo-dataset",
     conda:
         "../../envs/actloc.yaml"
+    params:
+        settings=demo_args,
     shell:
         "actloc demo-data --out-dir results/{wildcards.ds}/source --video {wildcards.video:q}"
         " {params.settings} 2> {log:q}"

@@ -1,0 +1,103 @@
+"""Real Snakemake runs of the workflow on tiny generated data, in a temporary folder."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from conftest import ROOT, THUMOS, env_with_actloc, run_ffmpeg
+
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+TINY = {"seed": 1, "n_train": 2, "n_test": 1, "min_seconds": 6, "max_seconds": 8}
+
+
+def tiny_config(tmp_path, **datasets):
+    config = {"targets": ["demo"], "datasets": {
+        "demo": {"type": "demo", "demo": TINY, "decode": {"fps": 10, "short_side": 64}}, **datasets}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    return config
+
+
+def snakemake(tmp_path, *args):
+    cmd = [sys.executable, "-m", "snakemake", "-s", ROOT / "Snakefile", "-d", tmp_path, "--cores", "2",
+           "--workflow-profile", "none", *args]
+    return subprocess.run(list(map(str, cmd)), cwd=tmp_path, env=env_with_actloc(), capture_output=True, text=True)
+
+
+def test_schema_fills_defaults_and_accepts_the_shipped_config():
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    validate(config, str(SCHEMA))
+    assert config["datasets"]["thumos"]["out_of_range"] == "clip"
+    minimal = {"targets": ["x"], "datasets": {"x": {"type": "demo", "decode": {"fps": 5, "short_side": 32}}}}
+    validate(minimal, str(SCHEMA))
+    assert minimal["datasets"]["x"]["demo"] == {"seed": 0, "n_train": 24, "n_test": 12,
+                                                "min_seconds": 20, "max_seconds": 60}
+    assert minimal["datasets"]["x"]["test_subset"] == "testing"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["demo"].update(decod={"fps": 1}), "'decod' was unexpected"),
+    (lambda d: d["demo"]["decode"].update(fps=0), "0 is less than or equal to the minimum of 0"),
+    (lambda d: d.update(bad={"type": "thumos14", "decode": {"fps": 30, "short_side": 224}}), "'annotations' is a required property"),
+    (lambda d: d["demo"].update(type="kinetics"), "'kinetics' is not one of"),
+])
+def test_bad_config_fails_at_parse_time_naming_the_key(tmp_path, change, message):
+    config = tiny_config(tmp_path)
+    change(config["datasets"])
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    done = snakemake(tmp_path, "-n")
+    assert done.returncode != 0
+    assert message in done.stderr + done.stdout
+
+
+@pytest.mark.slow
+def test_demo_dag_decodes_every_video_and_reruns_nothing(tmp_path):
+    tiny_config(tmp_path)
+    done = snakemake(tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = tmp_path / "results" / "demo"
+    truth = json.loads((results / "annotations.json").read_text())
+    index = json.loads((results / "videos.json").read_text())
+    assert sorted(index) == sorted(truth["database"]) == ["demo_test_000", "demo_train_000", "demo_train_001"]
+    for video, info in index.items():
+        assert info["frames"] == round(truth["database"][video]["duration"] * 10)
+        assert (info["width"], info["height"]) == (86, 64)  # 160x120 source
+        assert (results / "videos" / f"{video}.mp4").is_file()
+        assert (results / "benchmarks" / "decode" / f"{video}.tsv").is_file()
+    assert (results / "classes.txt").read_text().split() == truth["classes"]
+    again = snakemake(tmp_path)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_source_videos_found_by_file_name_and_missing_ones_named(tmp_path):
+    anet = {"database": {"abc": {"subset": "validation", "duration": 2.0,
+                                 "annotations": [{"segment": [0.5, 1.5], "label": "Run"}]}}}
+    (tmp_path / "anet.json").write_text(json.dumps(anet))
+    (tmp_path / "anet_videos").mkdir()
+    run_ffmpeg("-f", "lavfi", "-i", "testsrc2=s=96x64:r=30:d=2", "-c:v", "libx264", tmp_path / "anet_videos" / "v_abc.mkv")
+    tiny_config(tmp_path,
+                thumos={"type": "thumos14", "annotations": str(THUMOS), "videos": "thumos_videos",
+                        "out_of_range": "clip", "decode": {"fps": 30, "short_side": 224}},
+                anet={"type": "activitynet", "annotations": "anet.json", "videos": "anet_videos",
+                      "decode": {"fps": 5, "short_side": 32}})
+    done = snakemake(tmp_path, "results/anet/videos.json", "results/thumos/annotations.json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "results/anet/videos.json").read_text())["abc"]["frames"] == 10
+    thumos = json.loads((tmp_path / "results/thumos/annotations.json").read_text())
+    assert len(thumos["database"]) == 413
+    missing = snakemake(tmp_path, "results/thumos/videos/video_test_0000004.mp4")
+    assert missing.returncode != 0
+    assert "thumos_videos/video_test_0000004.mp4" in missing.stderr + missing.stdout
+
+
+@pytest.mark.slow
+def test_lint_and_format_are_clean():
+    lint = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--workflow-profile", "none"],
+                          cwd=ROOT, capture_output=True, text=True, env=env_with_actloc())
+    assert lint.returncode == 0 and "good condition" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+    fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stderr
