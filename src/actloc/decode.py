@@ -107,6 +107,9 @@ def normalize(source, out, fps, short_side):
     return info
 
 
+READ_BATCH = 8  # frames per pipe read: fewer system calls, memory still bounded
+
+
 def crop_filter(width, height, size):
     """Scale the short side to `size`, then centre-crop to size x size (VideoMAE's eval view)."""
     scale = size / min(width, height)
@@ -132,15 +135,17 @@ def iter_frames(path, size=None):
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err)
         try:
             while True:
-                frame = np.empty((height, width, 3), np.uint8)
-                view, got = memoryview(frame).cast("B"), 0
-                while got < frame.nbytes and (n := proc.stdout.readinto(view[got:])):
+                # A fresh array per batch: frames a caller keeps are never overwritten.
+                batch = np.empty((READ_BATCH, height, width, 3), np.uint8)
+                view, got = memoryview(batch).cast("B"), 0
+                while got < batch.nbytes and (n := proc.stdout.readinto(view[got:])):
                     got += n
-                if got == 0:
-                    break
-                if got < frame.nbytes:
+                count, partial = divmod(got, batch[0].nbytes)
+                if partial:
                     raise InputError(f"{path}: stream ended inside a frame")
-                yield frame
+                yield from batch[:count]
+                if count < READ_BATCH:
+                    break
             if proc.wait():
                 err.seek(0)
                 raise InputError(f"{path}: ffmpeg failed while reading: {err.read().decode()[-1500:]}")

@@ -1,0 +1,28 @@
+"""Shared by the benchmark scripts: timing and the table each one prints and saves."""
+
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def best_time(fn, repeats=3):
+    """Fastest of `repeats` wall-clock runs of `fn()` (seconds): the least disturbed by noise."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def report(name, title, rows, command):
+    """Print a markdown table of `rows` (dicts) and write it to benchmarks/results/<name>.md."""
+    header = list(rows[0])
+    lines = [f"# {title}", "", f"Command: `{command}`", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(row[h]) for h in header) + " |" for row in rows]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.md").write_text(text)
