@@ -177,11 +177,6 @@ def save(dataset, out, classes_out):
     write_text(classes_out, "".join(f"{c}\n" for c in dataset["classes"]))
 
 
-def videos_of(dataset, subset=None):
-    """Video names of a loaded dataset, optionally of one subset."""
-    return [v for v, item in dataset["database"].items() if subset in (None, item["subset"])]
-
-
 def summary(dataset):
     """Videos and action instances per subset, for logs and the command line."""
     counts = {}

@@ -110,8 +110,8 @@ def normalize(source, out, fps, short_side):
 READ_BATCH = 8  # frames per pipe read: fewer system calls, memory still bounded
 
 
-def crop_filter(width, height, size):
-    """Scale the short side to `size`, then centre-crop to size x size (VideoMAE's eval view)."""
+def crop_geometry(width, height, size):
+    """(scaled width, height), (crop width, height): short side to `size`, then a centre square."""
     scale = size / min(width, height)
     return (max(size, round(width * scale)), max(size, round(height * scale))), (size, size)
 
@@ -120,14 +120,14 @@ def iter_frames(path, size=None):
     """Stream the frames of a decoded video as RGB uint8 arrays (H x W x 3), one at a time.
 
     `size=None` gives frames as stored; an int gives size x size frames (short side scaled to
-    `size`, centre crop). Only one frame is held in memory whatever the video's length.
+    `size`, centre crop). Memory holds one batch of READ_BATCH frames, whatever the video's length.
     """
     path = Path(path)
     info = probe(path)
     width, height = info["width"], info["height"]
     video = ffmpeg.input(str(path)).video
     if size:
-        (sw, sh), (width, height) = crop_filter(width, height, size)
+        (sw, sh), (width, height) = crop_geometry(width, height, size)
         video = video.filter("scale", sw, sh).filter("crop", width, height)
     args = (ffmpeg.output(video, "pipe:", format="rawvideo", pix_fmt="rgb24")
             .global_args("-nostdin", "-v", "error").compile(cmd=ffmpeg_exe()))

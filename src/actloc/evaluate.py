@@ -127,8 +127,7 @@ def evaluate(dataset, predictions, subset, thresholds, unknown_labels="error"):
 def summarize(per_class):
     """mAP per threshold plus the average over thresholds, as a two-column table."""
     mean = per_class.mean(axis=0)
-    table = pd.DataFrame({"tiou": list(mean.index) + ["average"], "mAP": list(mean) + [mean.mean()]})
-    return table
+    return pd.DataFrame({"tiou": list(mean.index) + ["average"], "mAP": list(mean) + [mean.mean()]})
 
 
 def run(annotations, predictions_path, subset, preset, out_map, out_per_class, unknown_labels="error"):
