@@ -49,7 +49,7 @@ def test_short_videos_still_plan(default_plan):
 
 
 def test_ground_truth_is_the_plan_in_seconds(default_plan):
-    truth = demo_data.ground_truth()
+    truth = demo_data.ground_truth(default_plan)
     assert truth["classes"] == list(CLASSES)
     for video in default_plan:
         item = truth["database"][video.name]

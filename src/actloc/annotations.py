@@ -166,9 +166,9 @@ def load(kind, source=None, metadata=None, out_of_range="error", video_prefix="v
     if kind == "activitynet":
         return load_activitynet(source, out_of_range, video_prefix)
     if kind == "demo":
-        from .demo_data import ground_truth
+        from .demo_data import ground_truth, plan
 
-        return ground_truth(**demo)
+        return ground_truth(plan(**demo))
     raise InputError(f"unknown dataset type {kind!r}: expected thumos14, activitynet or demo")
 
 

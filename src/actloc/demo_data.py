@@ -128,15 +128,15 @@ def plan(seed=0, n_train=24, n_test=12, min_seconds=20, max_seconds=60):
             for subset, n in counts.items() for i in range(n)]
 
 
-def ground_truth(**settings):
-    """The demo dataset's annotations in actloc's ActivityNet form (see annotations.py)."""
+def ground_truth(videos):
+    """Annotations of planned videos, in actloc's ActivityNet form (see annotations.py)."""
     database = {
         p.name: {
             "subset": p.subset, "duration": p.duration, "fps": float(FPS), "file": p.name,
             "annotations": [{"segment": [a.first / FPS, a.last / FPS], "label": a.kind} for a in p.actions],
             "ambiguous": [],
         }
-        for p in plan(**settings)
+        for p in videos
     }
     return {"classes": list(CLASSES), "database": database}
 
@@ -199,8 +199,7 @@ def generate(out_dir, seed=0, n_train=24, n_test=12, min_seconds=20, max_seconds
 
     Writes `annotations.json` beside them when rendering the whole set.
     """
-    settings = dict(seed=seed, n_train=n_train, n_test=n_test, min_seconds=min_seconds, max_seconds=max_seconds)
-    videos = plan(**settings)
+    videos = plan(seed, n_train, n_test, min_seconds, max_seconds)
     if only:
         known = {v.name: v for v in videos}
         missing = sorted(set(only) - set(known))
@@ -213,5 +212,5 @@ def generate(out_dir, seed=0, n_train=24, n_test=12, min_seconds=20, max_seconds
         jobs_done = pool.map(lambda v: render(v, out_dir / f"{v.name}.mp4"), videos)
         list(tqdm(jobs_done, total=len(videos), desc="demo videos", unit="video", disable=len(videos) < 2))
     if not only:
-        write_json(out_dir / "annotations.json", ground_truth(**settings))
+        write_json(out_dir / "annotations.json", ground_truth(videos))
     return [out_dir / f"{v.name}.mp4" for v in videos]
