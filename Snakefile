@@ -13,9 +13,14 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/demo_data.smk"
 include: "workflow/rules/annotations.smk"
 include: "workflow/rules/decode.smk"
+include: "workflow/rules/backbone.smk"
+include: "workflow/rules/cache.smk"
 
 
 rule all:
     default_target: True
     input:
-        expand("results/{ds}/videos.json", ds=config["targets"]),
+        [
+            f"results/{ds}/cache/{config['datasets'][ds]['backbone']}.json"
+            for ds in config["targets"]
+        ],

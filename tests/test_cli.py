@@ -49,3 +49,48 @@ def test_decode_bad_video_exits_with_one_clear_line(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip().startswith("actloc decode: error: broken.mp4: cannot be read as a video")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_backbone_and_cache_commands_build_a_store(tmp_path):
+    from conftest import run_ffmpeg
+
+    run_ffmpeg("-f", "lavfi", "-i", "testsrc2=s=64x48:r=10:d=3", "-c:v", "libx264", tmp_path / "v.mp4")
+    done = actloc("backbone", "--name", "t", "--preset", "tiny", "--pixels", "32", "--layers", "2", "4",
+                  "--no-temporal", "--out", "b.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "random weights (seed 0)" in done.stderr
+    settings = json.loads((tmp_path / "b.json").read_text())
+    assert settings["identity"] == "random:0" and settings["layers"] == [2, 4] and not settings["temporal"]
+    done = actloc("cache", "v.mp4", "--backbone", "b.json", "--out", "c/v.zarr", "--batch", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "c/v.zarr: 5 snippets x 2 layers x 192 channels" in done.stderr
+    assert "clip/s" in done.stderr  # the progress bar
+
+
+def test_cache_of_a_bad_video_is_one_clear_line(tmp_path):
+    (tmp_path / "b.json").write_text(json.dumps({"name": "t", "preset": "tiny"}))
+    (tmp_path / "bad.mp4").write_bytes(b"garbage")
+    done = actloc("cache", "bad.mp4", "--backbone", "b.json", "--out", "c/bad.zarr", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "b.json: not written by `actloc backbone` (no checkpoint, seed, identity" in done.stderr
+    assert actloc("backbone", "--name", "t", "--preset", "tiny", "--out", "b.json", cwd=tmp_path).returncode == 0
+    done = actloc("cache", "bad.mp4", "--backbone", "b.json", "--out", "c/bad.zarr", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("actloc cache: error: bad.mp4: cannot be read")
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
+
+
+def test_import_features_reports_videos_without_features(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps({"database": {
+        "x": {"duration": 2.0, "fps": 8.0, "file": "x"}, "y": {"duration": 2.0, "fps": 8.0, "file": "y"}}}))
+    (tmp_path / "npy").mkdir()
+    import numpy as np
+
+    np.save(tmp_path / "npy" / "x.npy", np.ones((4, 3), np.float32))
+    common = ["import-features", "npy", "--annotations", "a.json", "--name", "f", "--out-dir", "f", "--index", "f.json"]
+    done = actloc(*common, cwd=tmp_path)
+    assert done.returncode == 1 and "actloc import-features: error: npy: no features for 1 of 2 videos, e.g. y" \
+        in done.stderr
+    done = actloc(*common, "--missing", "skip", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "f.json").read_text())["missing"] == ["y"]

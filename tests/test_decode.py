@@ -117,8 +117,13 @@ def test_bad_videos_name_the_file_and_leave_nothing(tmp_path, source_video, kind
     assert not out_dir.exists() or not any(out_dir.iterdir())
 
 
-def test_write_index(normalized, tmp_path):
+def test_write_index_gathers_every_video_of_the_dataset(normalized, tmp_path):
     out, info = normalized
-    index = decode.write_index([out.with_suffix(".json")], tmp_path / "videos.json")
+    annotations = tmp_path / "a.json"
+    annotations.write_text(json.dumps({"database": {"pattern": {}}}))
+    index = decode.write_index(annotations, out.parent, tmp_path / "videos.json")
     assert index == {"pattern": info}
     assert json.loads((tmp_path / "videos.json").read_text()) == index
+    annotations.write_text(json.dumps({"database": {"pattern": {}, "absent": {}}}))
+    with pytest.raises(InputError, match="no .json for 1 of 2 videos .* e.g. absent"):
+        decode.write_index(annotations, out.parent, tmp_path / "videos2.json")

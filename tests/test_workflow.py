@@ -4,10 +4,13 @@ import json
 import subprocess
 import sys
 
+import h5py
+import numpy as np
 import pytest
 import yaml
 from snakemake.utils import validate
 
+from actloc import cache
 from conftest import ROOT, THUMOS, env_with_actloc, run_ffmpeg
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -15,8 +18,10 @@ TINY = {"seed": 1, "n_train": 2, "n_test": 1, "min_seconds": 6, "max_seconds": 8
 
 
 def tiny_config(tmp_path, **datasets):
-    config = {"targets": ["demo"], "datasets": {
-        "demo": {"type": "demo", "demo": TINY, "decode": {"fps": 10, "short_side": 64}}, **datasets}}
+    config = {"targets": ["demo"],
+              "backbones": {"tiny": {"preset": "tiny", "pixels": 32, "layers": [2, 4], "batch": 4}},
+              "datasets": {"demo": {"type": "demo", "demo": TINY, "decode": {"fps": 10, "short_side": 64},
+                                    "backbone": "tiny"}, **datasets}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     return config
 
@@ -31,8 +36,13 @@ def test_schema_fills_defaults_and_accepts_the_shipped_config():
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     validate(config, str(SCHEMA))
     assert config["datasets"]["thumos"]["out_of_range"] == "clip"
-    minimal = {"targets": ["x"], "datasets": {"x": {"type": "demo", "decode": {"fps": 5, "short_side": 32}}}}
+    minimal = {"targets": ["x"], "backbones": {"b": {"preset": "tiny"}},
+               "datasets": {"x": {"type": "demo", "decode": {"fps": 5, "short_side": 32}, "backbone": "b"}}}
     validate(minimal, str(SCHEMA))
+    assert minimal["device"] == "auto"
+    assert minimal["backbones"]["b"] == {"preset": "tiny", "seed": 0, "temporal": True, "precision": "fp32",
+                                         "batch": 8}
+    assert minimal["datasets"]["x"]["snippets"] == {"frames": 16, "stride": 4}
     assert minimal["datasets"]["x"]["demo"] == {"seed": 0, "n_train": 24, "n_test": 12,
                                                 "min_seconds": 20, "max_seconds": 60}
     assert minimal["datasets"]["x"]["test_subset"] == "testing"
@@ -41,8 +51,11 @@ def test_schema_fills_defaults_and_accepts_the_shipped_config():
 @pytest.mark.parametrize("change, message", [
     (lambda d: d["demo"].update(decod={"fps": 1}), "'decod' was unexpected"),
     (lambda d: d["demo"]["decode"].update(fps=0), "0 is less than or equal to the minimum of 0"),
-    (lambda d: d.update(bad={"type": "thumos14", "decode": {"fps": 30, "short_side": 224}}), "'annotations' is a required property"),
+    (lambda d: d.update(bad={"type": "thumos14", "decode": {"fps": 30, "short_side": 224}, "backbone": "tiny"}),
+     "'annotations' is a required property"),
     (lambda d: d["demo"].update(type="kinetics"), "'kinetics' is not one of"),
+    (lambda d: d["demo"].update(backbone="vit-x"), "dataset 'demo' uses backbone 'vit-x', which is neither"),
+    (lambda d: d["demo"].update(snippets={"frames": 15}), "15 is not a multiple of 2"),
 ])
 def test_bad_config_fails_at_parse_time_naming_the_key(tmp_path, change, message):
     config = tiny_config(tmp_path)
@@ -54,11 +67,14 @@ def test_bad_config_fails_at_parse_time_naming_the_key(tmp_path, change, message
 
 
 @pytest.mark.slow
-def test_demo_dag_decodes_every_video_and_reruns_nothing(tmp_path):
+def test_demo_dag_decodes_and_caches_every_video_and_reruns_nothing(tmp_path):
     tiny_config(tmp_path)
-    done = snakemake(tmp_path)
+    done = snakemake(tmp_path, "all", "results/demo/videos.json")
     assert done.returncode == 0, done.stderr[-3000:]
     results = tmp_path / "results" / "demo"
+    stores = json.loads((results / "cache" / "tiny.json").read_text())["stores"]
+    backbone = json.loads((tmp_path / "results" / "backbones" / "tiny.json").read_text())
+    assert backbone["identity"] == "random:0" and backbone["layers"] == [2, 4]
     truth = json.loads((results / "annotations.json").read_text())
     index = json.loads((results / "videos.json").read_text())
     assert sorted(index) == sorted(truth["database"]) == ["demo_test_000", "demo_train_000", "demo_train_001"]
@@ -67,8 +83,12 @@ def test_demo_dag_decodes_every_video_and_reruns_nothing(tmp_path):
         assert (info["width"], info["height"]) == (86, 64)  # 160x120 source
         assert (results / "videos" / f"{video}.mp4").is_file()
         assert (results / "benchmarks" / "decode" / f"{video}.tsv").is_file()
+        store = cache.open_cache(results / "cache" / "tiny" / f"{video}.zarr",
+                                 expect={"stride": 4, "fps": 10.0, "pixels": 32, "layers": [2, 4]})
+        assert stores[video]["snippets"] == store.snippets == cache.snippet_count(info["frames"], 16, 4)
+        assert "clip/s" in (results / "logs" / "cache" / "tiny" / f"{video}.log").read_text()
     assert (results / "classes.txt").read_text().split() == truth["classes"]
-    again = snakemake(tmp_path)
+    again = snakemake(tmp_path, "all", "results/demo/videos.json")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
 
@@ -81,9 +101,9 @@ def test_source_videos_found_by_file_name_and_missing_ones_named(tmp_path):
     run_ffmpeg("-f", "lavfi", "-i", "testsrc2=s=96x64:r=30:d=2", "-c:v", "libx264", tmp_path / "anet_videos" / "v_abc.mkv")
     tiny_config(tmp_path,
                 thumos={"type": "thumos14", "annotations": str(THUMOS), "videos": "thumos_videos",
-                        "out_of_range": "clip", "decode": {"fps": 30, "short_side": 224}},
+                        "out_of_range": "clip", "decode": {"fps": 30, "short_side": 224}, "backbone": "tiny"},
                 anet={"type": "activitynet", "annotations": "anet.json", "videos": "anet_videos",
-                      "decode": {"fps": 5, "short_side": 32}})
+                      "decode": {"fps": 5, "short_side": 32}, "backbone": "tiny"})
     done = snakemake(tmp_path, "results/anet/videos.json", "results/thumos/annotations.json")
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((tmp_path / "results/anet/videos.json").read_text())["abc"]["frames"] == 10
@@ -101,3 +121,22 @@ def test_lint_and_format_are_clean():
     assert lint.returncode == 0 and "good condition" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
     fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "."], cwd=ROOT, capture_output=True, text=True)
     assert fmt.returncode == 0, fmt.stderr
+
+
+@pytest.mark.slow
+def test_imported_features_become_the_cache_without_videos(tmp_path):
+    anet = {"database": {v: {"subset": "validation", "duration": 8.0, "fps": 4.0,
+                             "annotations": [{"segment": [0.5, 1.5], "label": "Run"}]} for v in ("a", "b")}}
+    (tmp_path / "anet.json").write_text(json.dumps(anet))
+    with h5py.File(tmp_path / "feats.h5", "w") as f:
+        f["v_a"], f["v_b"] = np.ones((8, 6)), np.zeros((8, 6))
+    tiny_config(tmp_path, anet={"type": "activitynet", "annotations": "anet.json", "videos": "none",
+                                "decode": {"fps": 4, "short_side": 32}, "backbone": "pub",
+                                "features": {"pub": {"path": "feats.h5"}}})
+    done = snakemake(tmp_path, "results/anet/cache/pub.json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rule decode" not in done.stdout + done.stderr
+    stores = json.loads((tmp_path / "results/anet/cache/pub.json").read_text())["stores"]
+    assert {v: s["snippets"] for v, s in stores.items()} == {"a": 8, "b": 8}
+    store = cache.open_cache(tmp_path / stores["a"]["path"], expect={"layers": [-1], "backbone": "pub"})
+    assert store.read()["pooled"].sum() == 48

@@ -4,8 +4,10 @@ import argparse
 import logging
 import sys
 
-from . import annotations, decode, demo_data, evaluate
-from .io import InputError
+import torch
+
+from . import annotations, backbone, cache, decode, demo_data, evaluate
+from .io import InputError, write_json
 
 log = logging.getLogger("actloc")
 
@@ -43,8 +45,36 @@ def cmd_decode(args):
 
 
 def cmd_decode_index(args):
-    index = decode.write_index(args.infos, args.out)
+    index = decode.write_index(args.annotations, args.folder, args.out)
     log.info("%s: %d decoded videos", args.out, len(index))
+
+
+def cmd_backbone(args):
+    settings = backbone.describe(args.name, args.preset, args.checkpoint, args.seed, args.pixels, args.layers,
+                                 args.temporal, args.precision)
+    write_json(args.out, settings)
+    log.info("%s: %s, %s, %d parameters, layers %s", args.out, args.preset, settings["identity"],
+             settings["parameters"], settings["layers"])
+
+
+def cmd_cache(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    attrs = cache.build(args.video, args.out, backbone.read_settings(args.backbone), args.snippet_frames, args.stride,
+                        args.batch, args.device)
+    log.info("%s: %d snippets x %d layers x %d channels", args.out, attrs["snippets"], len(attrs["layers"]),
+             attrs["channels"])
+
+
+def cmd_cache_index(args):
+    index = cache.write_index(args.annotations, args.folder, args.out)
+    log.info("%s: %d cached videos", args.out, len(index))
+
+
+def cmd_import_features(args):
+    index = cache.import_features(args.source, args.annotations, args.out_dir, args.index, args.name,
+                                  args.snippet_frames, args.stride, args.fps, args.missing)
+    log.info("%s: %d videos imported", args.index, len(index))
 
 
 def cmd_evaluate(args):
@@ -86,9 +116,53 @@ def parser():
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("decode-index", help="gather decoded videos' JSONs into one index")
-    p.add_argument("infos", nargs="+")
+    p.add_argument("--annotations", required=True, help="annotations.json: the videos to gather")
+    p.add_argument("--folder", required=True, help="folder of the decoded videos and their JSONs")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_decode_index)
+
+    p = sub.add_parser("backbone", help="check a backbone's weights and record its identity and settings")
+    p.add_argument("--name", required=True, help="the backbone's name in config.yaml")
+    p.add_argument("--preset", required=True, choices=list(backbone.PRESETS))
+    p.add_argument("--checkpoint", help="official VideoMAE / VideoMAEv2 .pth; none: random weights")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    p.add_argument("--pixels", type=int, help="frame side fed to the model (default: the preset's)")
+    p.add_argument("--layers", type=int, nargs="+", help="1-based blocks to tap (default: 4 evenly spaced)")
+    p.add_argument("--temporal", action=argparse.BooleanOptionalAction, default=True,
+                   help="also cache per-tubelet-step tokens (T x t x C)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--out", required=True, help="JSON the cache stage reads")
+    p.set_defaults(func=cmd_backbone)
+
+    p = sub.add_parser("cache", help="run the frozen backbone over one decoded video into a Zarr store")
+    p.add_argument("video", help="decoded .mp4 (its .json beside it gives the exact fps)")
+    p.add_argument("--backbone", required=True, help="JSON written by `actloc backbone`")
+    p.add_argument("--out", required=True, help="the .zarr store to write")
+    p.add_argument("--snippet-frames", type=int, default=16)
+    p.add_argument("--stride", type=int, default=4)
+    p.add_argument("--batch", type=int, default=8, help="snippets per forward pass")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    p.set_defaults(func=cmd_cache)
+
+    p = sub.add_parser("cache-index", help="check a dataset's cache stores and list them")
+    p.add_argument("--annotations", required=True, help="annotations.json: the videos to gather")
+    p.add_argument("--folder", required=True, help="folder of the .zarr stores")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_cache_index)
+
+    p = sub.add_parser("import-features", help="published per-video features (.npy folder or HDF5) as a cache")
+    p.add_argument("source", help="folder of <video>.npy (T x C) or one HDF5 file, a dataset per video")
+    p.add_argument("--annotations", required=True, help="annotations.json: the videos to import")
+    p.add_argument("--name", required=True, help="the cache's name (results/{ds}/cache/NAME)")
+    p.add_argument("--out-dir", required=True, help="folder of the per-video stores")
+    p.add_argument("--index", required=True, help="JSON listing the stores and the videos without features")
+    p.add_argument("--snippet-frames", type=int, default=16)
+    p.add_argument("--stride", type=int, default=4)
+    p.add_argument("--fps", type=float, help="fps the features were extracted at (default: each video's)")
+    p.add_argument("--missing", default="error", choices=["error", "skip"],
+                   help="videos without features: fail, or go on without them")
+    p.set_defaults(func=cmd_import_features)
 
     p = sub.add_parser("evaluate", help="detection mAP (official ActivityNet algorithm)")
     p.add_argument("--annotations", required=True, help="annotations.json of the dataset")

@@ -15,7 +15,7 @@ import ffmpeg
 import numpy as np
 from tqdm import tqdm
 
-from .io import InputError, atomic_path, read_json, write_json
+from .io import InputError, atomic_path, read_json, video_paths, write_json
 
 
 def ffmpeg_exe():
@@ -156,11 +156,9 @@ def iter_frames(path, size=None):
             proc.wait()
 
 
-def write_index(infos, out):
-    """Gather the per-video JSONs of one dataset into one `{video: info}` file."""
-    index = {}
-    for path in infos:
-        info = read_json(path)
-        index[info["video"]] = info
-    write_json(out, dict(sorted(index.items())))
+def write_index(annotations, folder, out):
+    """Gather the JSONs of every decoded video of a dataset into one `{video: info}` file."""
+    paths, _ = video_paths(annotations, folder, ".json")
+    index = {video: read_json(path) for video, path in paths.items()}
+    write_json(out, index)
     return index

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 
@@ -15,15 +16,21 @@ def atomic_path(path):
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
 
     The temp name keeps the suffix, so tools that pick a format from it (ffmpeg) still work.
+    The block may make a file or a directory (a Zarr store); a directory replaces an old one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
         yield tmp
+        if tmp.is_dir() and path.is_dir():
+            shutil.rmtree(path)  # os.replace cannot overwrite a non-empty directory
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp.is_dir():
+            shutil.rmtree(tmp)
+        else:
+            tmp.unlink(missing_ok=True)
 
 
 def write_json(path, obj):
@@ -44,3 +51,16 @@ def read_json(path):
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: not valid JSON ({err})") from None
+
+
+def video_paths(annotations, folder, suffix, allow_missing=False):
+    """{video: folder/<video><suffix>} for every video of an annotations.json that has one, and
+    the sorted list of those that have none (an error unless `allow_missing`)."""
+    videos = read_json(annotations)["database"]
+    folder = Path(folder)
+    paths = {video: folder / f"{video}{suffix}" for video in sorted(videos)}
+    missing = [video for video, path in paths.items() if not path.exists()]
+    if missing and not allow_missing:
+        raise InputError(f"{folder}: no {suffix} for {len(missing)} of {len(paths)} videos of {annotations}, "
+                         f"e.g. {', '.join(missing[:10])}")
+    return {video: path for video, path in paths.items() if video not in missing}, missing

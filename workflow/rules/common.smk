@@ -5,12 +5,25 @@ from pathlib import Path
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 DEMO_DATASETS = [ds for ds, d in config["datasets"].items() if d["type"] == "demo"]
+BACKBONES = list(config["backbones"])
+# Published features imported as caches, named per dataset under `features`.
+IMPORTED = sorted({name for d in config["datasets"].values() for name in d["features"]})
 
 for ds in config["targets"]:
     if ds not in config["datasets"]:
         raise ValueError(
             f"config.yaml: targets names {ds!r}, which is not under datasets"
         )
+for ds, d in config["datasets"].items():
+    if d["backbone"] not in BACKBONES + list(d["features"]):
+        raise ValueError(
+            f"config.yaml: dataset {ds!r} uses backbone {d['backbone']!r}, which is"
+            " neither under backbones nor under its features"
+        )
+for name in set(IMPORTED) & set(BACKBONES):
+    raise ValueError(
+        f"config.yaml: {name!r} names both a backbone and imported features"
+    )
 
 
 wildcard_constraints:
@@ -53,3 +66,21 @@ def source_video(wildcards):
         if (folder / (stem + suffix)).exists():
             return str(folder / (stem + suffix))
     return str(folder / f"{stem}.mp4")
+
+
+def backbone_args(wildcards):
+    """The backbone's config entry as `actloc backbone` options."""
+    b = config["backbones"][wildcards.backbone]
+    args = [
+        "--preset",
+        b["preset"],
+        "--seed",
+        str(b["seed"]),
+        "--precision",
+        b["precision"],
+    ]
+    args += ["--checkpoint", b["checkpoint"]] if "checkpoint" in b else []
+    args += ["--pixels", str(b["pixels"])] if "pixels" in b else []
+    args += ["--layers", *map(str, b["layers"])] if "layers" in b else []
+    args += ["--temporal" if b["temporal"] else "--no-temporal"]
+    return shlex.join(args)

@@ -20,7 +20,8 @@ rule decode:
 
 rule decode_index:
     input:
-        lambda wildcards: [
+        annotations="results/{ds}/annotations.json",
+        infos=lambda wildcards: [
             f"results/{wildcards.ds}/videos/{v}.json" for v in videos_of(wildcards)
         ],
     output:
@@ -30,4 +31,5 @@ rule decode_index:
     conda:
         "../../envs/actloc.yaml"
     shell:
-        "actloc decode-index {input:q} --out {output:q} 2> {log:q}"
+        "actloc decode-index --annotations {input.annotations:q}"
+        " --folder results/{wildcards.ds}/videos --out {output:q} 2> {log:q}"

@@ -1,0 +1,346 @@
+"""The frozen video backbone: a ViT in the VideoMAE / VideoMAEv2 layout, in plain PyTorch.
+
+A 16-frame clip becomes tubelet tokens (Conv3d, 2 frames x p x p pixels each) plus a fixed
+sinusoidal position table; pre-norm blocks attend jointly over space and time. Parameter names
+and shapes are those of the official checkpoints (DESIGN section 12), so their `.pth` files
+load as distributed. `forward` returns the tokens of the requested (tapped) blocks only and
+runs no block deeper than the deepest one asked for.
+"""
+
+import argparse
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .io import InputError, read_json
+
+log = logging.getLogger(__name__)
+
+# ImageNet statistics on the 0-255 scale, as the official models were trained with.
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+TUBELET = 2  # frames per token
+
+
+@dataclass(frozen=True)
+class Preset:
+    width: int
+    depth: int
+    heads: int
+    mlp: int
+    patch: int
+    frames: int = 16  # the clip length and pixel size the position table is built for;
+    pixels: int = 224  # other inputs get it interpolated
+
+
+PRESETS = {
+    "tiny": Preset(width=192, depth=4, heads=3, mlp=768, patch=16, pixels=112),
+    "small": Preset(width=384, depth=12, heads=6, mlp=1536, patch=16),
+    "base": Preset(width=768, depth=12, heads=12, mlp=3072, patch=16),
+    "large": Preset(width=1024, depth=24, heads=16, mlp=4096, patch=16),
+    "huge": Preset(width=1280, depth=32, heads=16, mlp=5120, patch=16),
+    "giant": Preset(width=1408, depth=40, heads=16, mlp=6144, patch=14),
+}
+FINAL_NORMS = ("fc_norm", "norm", "none")
+
+
+def default_layers(depth, count=4):
+    """`count` blocks evenly spaced up to the last one, 1-based: depth 40 -> 10, 20, 30, 40."""
+    return sorted({max(1, round(depth * k / count)) for k in range(1, count + 1)})
+
+
+def sinusoid_table(positions, width):
+    """The fixed position table of the official code: sin on even channels, cos on odd ones."""
+    position = torch.arange(positions, dtype=torch.float64)[:, None]
+    exponent = 2 * (torch.arange(width) // 2) / width
+    angle = position / torch.pow(10000.0, exponent.double())
+    angle[:, 0::2] = angle[:, 0::2].sin()
+    angle[:, 1::2] = angle[:, 1::2].cos()
+    return angle.float()[None]
+
+
+class Attention(nn.Module):
+    """Joint space-time self-attention; the key has no bias, as in the official models."""
+
+    def __init__(self, width, heads):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(width))
+        self.v_bias = nn.Parameter(torch.zeros(width))
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x):
+        batch, tokens, width = x.shape
+        bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
+        qkv = F.linear(x, self.qkv.weight, bias).view(batch, tokens, 3, self.heads, width // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(batch, tokens, width))
+
+
+class Mlp(nn.Module):
+    def __init__(self, width, hidden):
+        super().__init__()
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; `layer_scale` adds the per-channel gammas some checkpoints hold."""
+
+    def __init__(self, width, heads, hidden, layer_scale=False):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width, eps=1e-6)
+        self.attn = Attention(width, heads)
+        self.norm2 = nn.LayerNorm(width, eps=1e-6)
+        self.mlp = Mlp(width, hidden)
+        if layer_scale:
+            self.gamma_1 = nn.Parameter(torch.ones(width))
+            self.gamma_2 = nn.Parameter(torch.ones(width))
+        else:
+            self.gamma_1 = self.gamma_2 = None
+
+    def forward(self, x):
+        if self.gamma_1 is None:
+            x = x + self.attn(self.norm1(x))
+            return x + self.mlp(self.norm2(x))
+        x = x + self.gamma_1 * self.attn(self.norm1(x))
+        return x + self.gamma_2 * self.mlp(self.norm2(x))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, width, patch):
+        super().__init__()
+        self.proj = nn.Conv3d(3, width, kernel_size=(TUBELET, patch, patch), stride=(TUBELET, patch, patch))
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+class Backbone(nn.Module):
+    """VideoMAE-layout ViT. `final_norm`: `fc_norm` (applied after mean pooling, fine-tuned
+    models), `norm` (applied to the last block's tokens, pre-training encoders) or `none`."""
+
+    def __init__(self, preset, final_norm="fc_norm", layer_scale=False):
+        super().__init__()
+        if final_norm not in FINAL_NORMS:
+            raise ValueError(f"final_norm must be one of {FINAL_NORMS}, not {final_norm!r}")
+        self.preset = preset
+        self.patch_embed = PatchEmbed(preset.width, preset.patch)
+        self.blocks = nn.ModuleList(
+            Block(preset.width, preset.heads, preset.mlp, layer_scale) for _ in range(preset.depth))
+        self.norm = nn.LayerNorm(preset.width, eps=1e-6) if final_norm == "norm" else None
+        self.fc_norm = nn.LayerNorm(preset.width, eps=1e-6) if final_norm == "fc_norm" else None
+        self.native_grid = (preset.frames // TUBELET, preset.pixels // preset.patch, preset.pixels // preset.patch)
+        # Not in state_dict: official checkpoints store no table unless it was learnt (`pos_embed`).
+        self.register_buffer("pos_embed", sinusoid_table(math.prod(self.native_grid), preset.width),
+                             persistent=False)
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1, 1), persistent=False)
+
+    def position_table(self, grid):
+        """The table for a (t, h, w) token grid: trilinear interpolation of the native one."""
+        if grid == self.native_grid:
+            return self.pos_embed
+        table = self.pos_embed.reshape(1, *self.native_grid, -1).permute(0, 4, 1, 2, 3)
+        table = F.interpolate(table.float(), size=grid, mode="trilinear", align_corners=False)
+        return table.flatten(2).transpose(1, 2).to(self.pos_embed.dtype)
+
+    def embed(self, clips):
+        """uint8 RGB clips (B, frames, H, W, 3) -> tokens (B, t*h*w, width) and the grid (t, h, w)."""
+        batch, frames, height, width, _ = clips.shape
+        patch = self.preset.patch
+        if frames % TUBELET or height % patch or width % patch:
+            raise ValueError(f"clips of {frames} frames of {height}x{width} do not divide into "
+                             f"{TUBELET}x{patch}x{patch} tubelets")
+        x = clips.permute(0, 4, 1, 2, 3).to(self.pixel_mean.dtype)
+        x = self.patch_embed((x - self.pixel_mean) / self.pixel_std)
+        grid = tuple(x.shape[2:])
+        return x.flatten(2).transpose(1, 2) + self.position_table(grid), grid
+
+    def forward(self, clips, layers):
+        """Tokens (B, t, h*w, width) after each requested block (1-based), in the order asked.
+
+        The last block's tokens get `norm` when the model has one (`fc_norm` acts after pooling,
+        see `pool`).
+        """
+        if not layers or min(layers) < 1 or max(layers) > len(self.blocks):
+            raise ValueError(f"layers must be within 1..{len(self.blocks)}, got {list(layers)}")
+        x, (t, h, w) = self.embed(clips)
+        taps = {}
+        for index, block in enumerate(self.blocks[:max(layers)], start=1):
+            x = block(x)
+            if index in layers:
+                out = self.norm(x) if index == len(self.blocks) and self.norm is not None else x
+                taps[index] = out.view(x.shape[0], t, h * w, -1)
+        return [taps[layer] for layer in layers]
+
+    def pool(self, tokens, layer, temporal=False):
+        """Mean over space and time (B, width), or over space only (B, t, width) if `temporal`."""
+        pooled = tokens.mean(2) if temporal else tokens.mean((1, 2))
+        if layer == len(self.blocks) and self.fc_norm is not None:
+            pooled = self.fc_norm(pooled)
+        return pooled
+
+
+def random_backbone(preset_name, seed):
+    """A seed-fixed random initialisation (VideoMAE's: truncated normal 0.02 for linear layers)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Backbone(PRESETS[preset_name])
+        for module in model.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+    return model
+
+
+# Wrappers and prefixes of the published files, and the parts that are not the encoder.
+WRAPPERS = ("module", "model", "state_dict")
+IGNORED_PREFIXES = ("head.", "decoder.", "encoder_to_decoder.", "mask_token", "decoder_pos_embed")
+
+
+def torch_load(path):
+    """Tensors only; training checkpoints also pickle their argparse options, which are allowed."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        try:  # memory-mapped: a 4 GB checkpoint is not read twice into memory
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):  # only files older than the zip format cannot be mapped
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_checkpoint(path):
+    """The encoder weights of an official checkpoint and the names of what was left out."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint not found")
+    try:
+        state = torch_load(path)
+    except Exception as err:  # torch raises several types for unreadable or unsafe pickles
+        raise InputError(f"{path}: cannot be read as a PyTorch checkpoint ({err})") from None
+    for key in WRAPPERS:
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise InputError(f"{path}: holds no state dict of tensors (looked under {', '.join(WRAPPERS)})")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    ignored = []
+    if any(k.startswith("encoder.") for k in state):  # a pre-training checkpoint
+        ignored = [k for k in state if not k.startswith("encoder.")]
+        state = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+    ignored += [k for k in state if k.startswith(IGNORED_PREFIXES)]
+    return {k: v for k, v in state.items() if not k.startswith(IGNORED_PREFIXES)}, sorted(ignored)
+
+
+def architecture_of(state):
+    """final_norm and layer_scale as the checkpoint's keys show them."""
+    final_norm = "fc_norm" if "fc_norm.weight" in state else "norm" if "norm.weight" in state else "none"
+    return final_norm, "blocks.0.gamma_1" in state
+
+
+def check_state(path, model_shapes, state, preset_name):
+    """Compare a checkpoint with a model's {name: shape}: raise on missing keys or other shapes;
+    return the unexpected keys (reported, not loaded)."""
+    missing = [k for k in model_shapes if k not in state]
+    wrong = [f"{k}: checkpoint {list(state[k].shape)}, preset {list(model_shapes[k])}"
+             for k in model_shapes if k in state and tuple(state[k].shape) != tuple(model_shapes[k])]
+    if wrong:
+        raise InputError(f"{path}: does not fit preset {preset_name!r}: {len(wrong)} shape(s) differ, "
+                         f"e.g. {'; '.join(wrong[:3])}")
+    if missing:
+        raise InputError(f"{path}: {len(missing)} weight(s) of preset {preset_name!r} missing, "
+                         f"e.g. {', '.join(missing[:5])}")
+    return sorted(k for k in state if k not in model_shapes and k != "pos_embed")
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def identity(checkpoint=None, seed=0):
+    """What a cache records as its backbone's weights: `sha256:<hex>` of the file, or `random:<seed>`."""
+    return f"random:{seed}" if checkpoint is None else f"sha256:{sha256(checkpoint)}"
+
+
+def load(preset_name, checkpoint=None, seed=0):
+    """The frozen backbone (eval mode, no gradients) and a report of what loading found."""
+    if preset_name not in PRESETS:
+        raise InputError(f"unknown backbone preset {preset_name!r}; one of {', '.join(PRESETS)}")
+    if checkpoint is None:
+        model = random_backbone(preset_name, seed)
+        report = {"checkpoint": None, "seed": seed}
+        log.warning("backbone %s: random weights (seed %d), no checkpoint given", preset_name, seed)
+    else:
+        state, ignored = read_checkpoint(checkpoint)
+        final_norm, layer_scale = architecture_of(state)
+        with torch.device("meta"):
+            shapes = {k: v.shape for k, v in Backbone(PRESETS[preset_name], final_norm, layer_scale)
+                      .state_dict().items()}
+        unexpected = check_state(checkpoint, shapes, state, preset_name)
+        model = Backbone(PRESETS[preset_name], final_norm, layer_scale)
+        model.load_state_dict({k: state[k] for k in shapes})
+        if "pos_embed" in state:  # a learnt table replaces the sinusoid
+            if state["pos_embed"].shape != model.pos_embed.shape:
+                raise InputError(f"{checkpoint}: pos_embed has shape {list(state['pos_embed'].shape)}, "
+                                 f"preset {preset_name!r} expects {list(model.pos_embed.shape)}")
+            model.pos_embed.copy_(state["pos_embed"])
+        report = {"checkpoint": str(checkpoint),
+                  "size_bytes": Path(checkpoint).stat().st_size, "final_norm": final_norm,
+                  "layer_scale": layer_scale, "learnt_positions": "pos_embed" in state,
+                  "ignored": ignored, "unexpected": unexpected}
+        if unexpected:
+            log.warning("%s: %d unexpected weight(s) not loaded: %s", checkpoint, len(unexpected),
+                        ", ".join(unexpected[:10]))
+        log.info("%s: loaded as %s (%s), %d weight(s) of head/decoder ignored",
+                 checkpoint, preset_name, final_norm, len(ignored))
+    model.requires_grad_(False).eval()
+    report.update(preset=preset_name, parameters=sum(p.numel() for p in model.parameters()))
+    return model, report
+
+
+SETTINGS = ("name", "preset", "checkpoint", "seed", "identity", "layers", "pixels", "temporal", "precision")
+
+
+def describe(name, preset_name, checkpoint=None, seed=0, pixels=None, layers=None, temporal=True,
+             precision="fp32"):
+    """Everything the cache stage needs to rebuild this backbone, checked once: the settings,
+    the weights' identity and the loading report. Written as JSON by `actloc backbone`."""
+    model, report = load(preset_name, checkpoint, seed)
+    preset = model.preset
+    layers = sorted(set(layers)) if layers else default_layers(preset.depth)
+    if layers[0] < 1 or layers[-1] > preset.depth:
+        raise InputError(f"backbone {name}: layers {layers} outside 1..{preset.depth} of preset {preset_name!r}")
+    pixels = pixels or preset.pixels
+    if pixels % preset.patch:
+        raise InputError(f"backbone {name}: pixels {pixels} is not a multiple of the patch size {preset.patch}")
+    if precision not in ("fp32", "bf16"):
+        raise InputError(f"backbone {name}: precision must be fp32 or bf16, not {precision!r}")
+    return {"name": name, **report, "seed": seed, "identity": identity(checkpoint, seed), "layers": layers,
+            "pixels": pixels, "temporal": temporal, "precision": precision}
+
+
+def read_settings(path):
+    """A JSON written by `describe`, checked to hold what the cache stage needs."""
+    settings = read_json(path)
+    absent = [key for key in SETTINGS if key not in settings]
+    if absent:
+        raise InputError(f"{path}: not written by `actloc backbone` (no {', '.join(absent)})")
+    return settings

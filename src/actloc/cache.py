@@ -1,0 +1,349 @@
+"""Cache stage: the frozen backbone runs once over every snippet of a video; training reads Zarr.
+
+A store `{video}.zarr` holds, for its tapped layers (attribute `layers`, 1-based blocks; -1 for
+imported features, whose source layer is unknown):
+
+- `pooled`   (layers, T, C) float16: each snippet's tokens averaged over space and time;
+- `temporal` (layers, T, t, C) float16, when configured: averaged over space only, one vector
+  per tubelet step (t = snippet frames / 2).
+
+Snippet i covers frames [i * stride, i * stride + frames) of the decoded video and is centred at
+(i * stride + frames / 2) / fps seconds; the last one is padded by repeating the last frame.
+Arrays are chunked along T and written a shard at a time, so memory stays bounded whatever the
+video's length. The store is written under a temporary name and renamed once complete.
+"""
+
+import logging
+import math
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+from tqdm import tqdm
+from zarr.codecs import BloscCodec
+
+from . import backbone, decode
+from .io import InputError, atomic_path, read_json, video_paths, write_json
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # the `actloc_cache` attribute: bumped when the layout changes
+CHUNK = 256  # snippets per chunk
+SHARD = 1024  # snippets per shard file: few files per video, bounded write buffer
+COMPRESSOR = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
+# Recorded on every store and compared by `open_cache(expect=...)`.
+REQUIRED_ATTRS = ("backbone", "preset", "identity", "layers", "snippet_frames", "stride", "fps", "pixels",
+                  "snippets", "channels", "temporal", "precision", "actloc_version")
+
+
+def snippet_count(frames, length, stride):
+    """Snippets from frame 0 every `stride` frames until one reaches the last frame."""
+    return 1 + max(0, math.ceil((frames - length) / stride)) if frames > 0 else 0
+
+
+def snippet_batches(frames, length, stride, batch):
+    """Group a stream of frames into uint8 arrays (n <= batch, length, H, W, 3) of consecutive
+    snippets, the last snippet padded with the last frame. Holds one batch of frames at a time."""
+    if not 0 < stride <= length:
+        raise ValueError(f"stride must be within 1..{length} (the snippet length), got {stride}")
+    need = (batch - 1) * stride + length  # frames that `batch` consecutive snippets span
+    buffer, read, emitted = [], 0, 0
+    for frame in frames:
+        buffer.append(frame)
+        read += 1
+        if len(buffer) == need:
+            yield _stack(buffer, batch, length, stride)
+            emitted += batch
+            del buffer[:batch * stride]
+    remaining = snippet_count(read, length, stride) - emitted
+    while remaining > 0:
+        count = min(remaining, batch)
+        span = (count - 1) * stride + length
+        yield _stack(buffer + buffer[-1:] * (span - len(buffer)), count, length, stride)
+        del buffer[:count * stride]
+        remaining -= count
+
+
+def _stack(frames, count, length, stride):
+    index = np.arange(count)[:, None] * stride + np.arange(length)
+    return np.stack(frames[:(count - 1) * stride + length])[index]
+
+
+class StoreWriter:
+    """Appends snippets' activations to a new store's arrays, one full shard per write."""
+
+    def __init__(self, group, layers, channels, tokens, expected):
+        self.arrays, self.buffers = {}, {}
+        for name, shape in (("pooled", (channels,)), ("temporal", (tokens, channels))):
+            if name == "temporal" and not tokens:
+                continue
+            self.arrays[name] = group.create_array(
+                name, shape=(len(layers), max(expected, 1), *shape), dtype="float16",
+                chunks=(1, CHUNK, *shape), shards=(len(layers), SHARD, *shape),
+                compressors=COMPRESSOR, fill_value=np.nan)  # a missing chunk reads as NaN, never as data
+            self.buffers[name] = np.empty((len(layers), SHARD, *shape), np.float16)
+        self.written = self.filled = 0
+
+    def append(self, rows):
+        """rows: {'pooled': (layers, n, C), 'temporal': (layers, n, t, C)} as float arrays."""
+        n, offset = next(iter(rows.values())).shape[1], 0
+        while offset < n:
+            take = min(n - offset, SHARD - self.filled)
+            for name, buffer in self.buffers.items():
+                values = rows[name][:, offset:offset + take]
+                if not np.isfinite(values).all():
+                    raise InputError(f"{name} activations are not finite (overflow in the backbone?)")
+                buffer[:, self.filled:self.filled + take] = values
+            self.filled += take
+            offset += take
+            if self.filled == SHARD:
+                self.flush()
+
+    def flush(self):
+        stop = self.written + self.filled
+        for name, array in self.arrays.items():
+            if stop > array.shape[1]:
+                array.resize((array.shape[0], stop, *array.shape[2:]))
+            array[:, self.written:stop] = self.buffers[name][:, :self.filled]
+        self.written, self.filled = stop, 0
+
+    def finish(self):
+        """Write what is buffered, trim to the rows written, and return their count."""
+        self.flush()
+        for array in self.arrays.values():
+            array.resize((array.shape[0], self.written, *array.shape[2:]))
+        return self.written
+
+
+def resolve_device(name="auto"):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {name!r} asked for, but this machine has no CUDA device")
+    return device
+
+
+def build(video, out, settings, snippet_frames=16, stride=4, batch=8, device="auto"):
+    """Run the backbone described by `settings` (the JSON of `actloc backbone`) over `video`
+    and write the store `out`. Returns the store's attributes."""
+    video = Path(video)
+    probed = decode.probe(video)
+    checkpoint = settings["checkpoint"]
+    if checkpoint and Path(checkpoint).stat().st_size != settings["size_bytes"]:
+        raise InputError(f"{checkpoint}: changed since its identity was recorded; rebuild the backbone JSON")
+    model, _ = backbone.load(settings["preset"], checkpoint, settings["seed"])
+    device = resolve_device(device)
+    model.to(device)
+    layers, pixels = settings["layers"], settings["pixels"]
+    tokens = snippet_frames // backbone.TUBELET if settings["temporal"] else 0
+    expected = snippet_count(probed["frames"], snippet_frames, stride)
+    # The decode stage's JSON has the exact rate it asked ffmpeg for; the container's may be rounded.
+    sidecar = video.with_suffix(".json")
+    fps = read_json(sidecar)["fps"] if sidecar.is_file() else probed["fps"]
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings["precision"] == "bf16")
+    with atomic_path(out) as tmp:
+        group = zarr.open_group(tmp, mode="w")
+        writer = StoreWriter(group, layers, model.preset.width, tokens, expected)
+        frames = decode.iter_frames(video, size=pixels)
+        with tqdm(total=expected, unit="clip", desc=video.name) as bar, torch.inference_mode(), autocast:
+            for clips in snippet_batches(frames, snippet_frames, stride, batch):
+                taps = model(torch.from_numpy(clips).to(device, non_blocking=True), layers)
+                rows = {"pooled": torch.stack([model.pool(x, layer) for x, layer in zip(taps, layers)])}
+                if tokens:
+                    rows["temporal"] = torch.stack([model.pool(x, layer, temporal=True)
+                                                    for x, layer in zip(taps, layers)])
+                try:
+                    writer.append({k: v.float().cpu().numpy() for k, v in rows.items()})
+                except InputError as err:
+                    raise InputError(f"{video}: {err}") from None
+                bar.update(len(clips))
+        snippets = writer.finish()
+        if not snippets:
+            raise InputError(f"{video}: no frame could be read")
+        attrs = {
+            "actloc_cache": FORMAT, "backbone": settings["name"], "preset": settings["preset"],
+            "identity": settings["identity"], "layers": layers, "snippet_frames": snippet_frames,
+            "stride": stride, "fps": fps, "pixels": pixels, "snippets": snippets,
+            "channels": model.preset.width, "temporal": bool(tokens), "precision": settings["precision"],
+            "actloc_version": version("actloc"), "video": video.stem,
+        }
+        group.attrs.update(attrs)
+    return attrs
+
+
+class Cache:
+    """One video's store, opened and checked by `open_cache`."""
+
+    def __init__(self, path, group):
+        self.path, self.group, self.attrs = path, group, dict(group.attrs)
+        self.layers = list(self.attrs["layers"])
+        self.snippets = self.attrs["snippets"]
+
+    def _layer_index(self, layers):
+        if layers is None:
+            return list(range(len(self.layers)))
+        if layers == "last":
+            return [len(self.layers) - 1]
+        absent = [layer for layer in layers if layer not in self.layers]
+        if absent:
+            raise InputError(f"{self.path}: holds layers {self.layers}, not {absent}; rebuild the cache "
+                             f"with those layers tapped")
+        return [self.layers.index(layer) for layer in layers]
+
+    def read(self, start=0, stop=None, layers=None, temporal=False):
+        """float32 tensors {'pooled': (layers, n, C)[, 'temporal': (layers, n, t, C)]} for
+        snippets [start, stop); `layers` a list of tapped layers, None for all, or 'last'."""
+        stop = self.snippets if stop is None else stop
+        if not 0 <= start < stop <= self.snippets:
+            raise ValueError(f"{self.path}: snippets [{start}, {stop}) outside [0, {self.snippets})")
+        if temporal and not self.attrs["temporal"]:
+            raise InputError(f"{self.path}: has no temporal tokens; rebuild the cache with temporal: true")
+        index = self._layer_index(layers)
+        out = {}
+        for name in ("pooled", "temporal") if temporal else ("pooled",):
+            array = self.group[name]
+            try:
+                values = array.get_orthogonal_selection((index, slice(start, stop)))
+            except Exception as err:  # zarr and the codecs raise many types for damaged chunks
+                raise InputError(f"{self.path}: {name} cannot be read ({err}); delete the store and "
+                                 f"rerun the cache stage") from None
+            if np.isnan(values).any():
+                raise InputError(f"{self.path}: {name} has missing chunks (a truncated store); delete it "
+                                 f"and rerun the cache stage")
+            out[name] = torch.from_numpy(values.astype(np.float32))
+        return out
+
+    def random_window(self, max_snippets, generator=None):
+        """A random [start, stop) of at most `max_snippets` snippets (the whole video if shorter)."""
+        if self.snippets <= max_snippets:
+            return 0, self.snippets
+        start = int(torch.randint(self.snippets - max_snippets + 1, (1,), generator=generator))
+        return start, start + max_snippets
+
+
+def open_cache(path, expect=None):
+    """Open a store and check it is a complete actloc cache whose attributes equal `expect`."""
+    path = Path(path)
+    rebuild = "delete it and rerun the cache stage (snakemake --forcerun cache ...)"
+    if not (path / "zarr.json").is_file():
+        raise InputError(f"{path}: no cache store here; build it with the cache stage")
+    try:
+        group = zarr.open_group(path, mode="r")
+        attrs = dict(group.attrs)
+    except Exception as err:
+        raise InputError(f"{path}: not a readable Zarr store ({err}); {rebuild}") from None
+    if "actloc_cache" not in attrs:
+        raise InputError(f"{path}: not an actloc cache (no actloc_cache attribute); {rebuild}")
+    if attrs["actloc_cache"] != FORMAT:
+        raise InputError(f"{path}: cache format {attrs['actloc_cache']}, this actloc reads {FORMAT}; {rebuild}")
+    absent = [key for key in REQUIRED_ATTRS if key not in attrs]
+    if absent:
+        raise InputError(f"{path}: attribute(s) {', '.join(absent)} missing; {rebuild}")
+    differ = [f"{key} is {attrs.get(key)!r}, expected {value!r}" for key, value in (expect or {}).items()
+              if attrs.get(key) != value]
+    if differ:
+        raise InputError(f"{path}: built with other settings ({'; '.join(differ)}); {rebuild}")
+    names = ["pooled", "temporal"] if attrs["temporal"] else ["pooled"]
+    for name in names:
+        if name not in group:
+            raise InputError(f"{path}: array {name!r} missing (a truncated store); {rebuild}")
+        array = group[name]
+        if array.shape[:2] != (len(attrs["layers"]), attrs["snippets"]) or array.shape[-1] != attrs["channels"]:
+            raise InputError(f"{path}: {name} has shape {array.shape}, its attributes say "
+                             f"({len(attrs['layers'])}, {attrs['snippets']}, ..., {attrs['channels']}); {rebuild}")
+        # Every shard is one file under <array>/c/; zarr reads an absent one as fill values.
+        shards = math.prod(math.ceil(size / shard) for size, shard in zip(array.shape, array.shards))
+        present = sum(p.is_file() for p in (path / name / "c").rglob("*"))
+        if present != shards:
+            raise InputError(f"{path}: {name} has {present} of its {shards} shard files (a truncated "
+                             f"store); {rebuild}")
+    return Cache(path, group)
+
+
+def write_index(annotations, folder, out, expect=None, allow_missing=False):
+    """Check the store of every video of a dataset and list them: {video: {path, snippets}},
+    and the videos without one."""
+    paths, missing = video_paths(annotations, folder, ".zarr", allow_missing)
+    stores = {video: {"path": str(path), "snippets": open_cache(path, expect).snippets}
+              for video, path in paths.items()}
+    write_json(out, {"stores": stores, "missing": missing})
+    return stores
+
+
+def feature_sources(source):
+    """{name: loader} of published features: a folder of `<name>.npy` or one HDF5 file."""
+    source = Path(source)
+    if source.is_dir():
+        return {p.stem: (lambda p=p: np.load(p, mmap_mode="r")) for p in sorted(source.glob("*.npy"))}
+    if not source.is_file():
+        raise InputError(f"{source}: features not found (a folder of .npy files or an HDF5 file)")
+    import h5py
+
+    try:
+        with h5py.File(source, "r") as f:
+            names = [name for name in f if isinstance(f[name], h5py.Dataset)]
+    except OSError as err:
+        raise InputError(f"{source}: not a readable HDF5 file ({err})") from None
+
+    def reader(name):
+        with h5py.File(source, "r") as f:
+            return f[name][()]
+
+    return {name: (lambda name=name: reader(name)) for name in names}
+
+
+def import_features(source, annotations, out_dir, index, name, snippet_frames=16, stride=4, fps=None,
+                    missing="error"):
+    """Write published per-video features (T x C) as caches holding one layer (-1), so that a
+    head can be trained without videos. Videos are matched by name or by file stem."""
+    database = read_json(annotations)["database"]
+    sources = feature_sources(source)
+    out_dir = Path(out_dir)
+    found, absent, channels = {}, [], None
+    for video, entry in database.items():
+        key = video if video in sources else entry.get("file") if entry.get("file") in sources else None
+        if key is None:
+            absent.append(video)
+        else:
+            found[video] = key
+    if absent:
+        log.warning("%s: no features for %d video(s): %s", source, len(absent), ", ".join(absent))
+        if missing == "error":
+            raise InputError(f"{source}: no features for {len(absent)} of {len(database)} videos, e.g. "
+                             f"{', '.join(absent[:10])} (all listed above; --missing skip goes on without them)")
+    for video, key in tqdm(found.items(), unit="video", desc="import"):
+        features = np.asarray(sources[key]())
+        where = f"{source}: {key}"
+        if features.ndim != 2 or not features.shape[0]:
+            raise InputError(f"{where}: features of shape {features.shape}, expected (snippets, channels)")
+        if channels is None:
+            channels = features.shape[1]
+        elif features.shape[1] != channels:
+            raise InputError(f"{where}: {features.shape[1]} channels, the videos before it have {channels}")
+        video_fps = fps or database[video]["fps"]
+        if not video_fps:
+            raise InputError(f"{annotations}: no fps for {video}; give the features' fps (--fps)")
+        expected = snippet_count(round(database[video]["duration"] * video_fps), snippet_frames, stride)
+        if abs(features.shape[0] - expected) > max(2, 0.05 * expected):
+            log.warning("%s: %d snippets, but %.1f s at %g fps with stride %d gives %d: check fps and stride",
+                        where, features.shape[0], database[video]["duration"], video_fps, stride, expected)
+        path = out_dir / f"{video}.zarr"
+        with atomic_path(path) as tmp:
+            group = zarr.open_group(tmp, mode="w")
+            writer = StoreWriter(group, [-1], channels, 0, features.shape[0])
+            try:
+                writer.append({"pooled": np.asarray(features, np.float32)[None]})
+            except InputError as err:
+                raise InputError(f"{where}: {err}") from None
+            group.attrs.update({
+                "actloc_cache": FORMAT, "backbone": name, "preset": "imported",
+                "identity": f"imported:{Path(source).name}/{key}", "layers": [-1],
+                "snippet_frames": snippet_frames, "stride": stride, "fps": video_fps, "pixels": None,
+                "snippets": writer.finish(), "channels": channels, "temporal": False,
+                "precision": str(features.dtype), "actloc_version": version("actloc"), "video": video,
+            })
+    return write_index(annotations, out_dir, index, allow_missing=True)
+

@@ -1,0 +1,266 @@
+import json
+import logging
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from actloc import backbone, cache, decode
+from actloc.io import InputError
+
+from conftest import run_ffmpeg
+
+PIXELS = 32
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    """A decoded 7 s video at 10 fps (70-odd frames, 15 snippets): several batches of 4."""
+    folder = tmp_path_factory.mktemp("video")
+    run_ffmpeg("-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=7.1", "-c:v", "libx264", folder / "src.mp4")
+    decode.normalize(folder / "src.mp4", folder / "clip.mp4", fps=10, short_side=PIXELS)
+    return folder / "clip.mp4"
+
+
+@pytest.fixture(scope="module")
+def settings():
+    return backbone.describe("tiny-test", "tiny", pixels=PIXELS, layers=[1, 4])
+
+
+@pytest.fixture(scope="module")
+def store(video, settings, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cache") / "clip.zarr"
+    cache.build(video, out, settings, snippet_frames=16, stride=4, batch=4)
+    return out
+
+
+@pytest.mark.parametrize("frames, expected", [(0, 0), (1, 1), (16, 1), (17, 2), (20, 2), (21, 3), (71, 15)])
+def test_snippet_count_reaches_the_last_frame(frames, expected):
+    assert cache.snippet_count(frames, 16, 4) == expected
+
+
+@pytest.mark.parametrize("frames, length, stride, batch", [
+    (71, 16, 4, 4), (16, 16, 4, 3), (5, 16, 4, 2), (40, 16, 16, 2), (33, 8, 3, 5), (100, 16, 4, 1)])
+def test_snippet_batches_cover_the_video_and_pad_the_last_snippet(frames, length, stride, batch):
+    stream = (np.full((2, 2, 3), i, np.uint8) for i in range(frames))
+    batches = list(cache.snippet_batches(stream, length, stride, batch))
+    assert all(1 <= len(b) <= batch for b in batches)
+    snippets = np.concatenate(batches)[:, :, 0, 0, 0]  # each frame's index
+    count = cache.snippet_count(frames, length, stride)
+    expected = np.minimum(np.arange(count)[:, None] * stride + np.arange(length), frames - 1)
+    np.testing.assert_array_equal(snippets, expected)
+
+
+def test_snippet_batches_stream_holding_one_batch_of_frames():
+    consumed = []
+
+    def frames():
+        for i in range(10_000):
+            consumed.append(i)
+            yield np.zeros((1, 1, 3), np.uint8)
+
+    first = next(cache.snippet_batches(frames(), 16, 4, 8))
+    assert first.shape == (8, 16, 1, 1, 3) and len(consumed) == 7 * 4 + 16
+    with pytest.raises(ValueError, match="stride must be within 1..16"):
+        next(cache.snippet_batches(frames(), 16, 17, 8))
+
+
+def test_store_equals_a_direct_forward_over_all_frames(video, settings, store):
+    frames = np.stack(list(decode.iter_frames(video, size=PIXELS)))
+    assert 68 < len(frames) <= 72  # 15 snippets
+    index = np.minimum(np.arange(15)[:, None] * 4 + np.arange(16), len(frames) - 1)
+    model, _ = backbone.load("tiny")
+    with torch.no_grad():
+        taps = model(torch.from_numpy(frames[index]), [1, 4])
+        pooled = torch.stack([model.pool(x, layer) for x, layer in zip(taps, [1, 4])])
+        temporal = torch.stack([model.pool(x, layer, temporal=True) for x, layer in zip(taps, [1, 4])])
+    got = cache.open_cache(store).read(temporal=True)
+    assert got["pooled"].shape == (2, 15, 192) and got["temporal"].shape == (2, 15, 8, 192)
+    torch.testing.assert_close(got["pooled"], pooled, atol=2e-3, rtol=2e-3)  # float16 storage
+    torch.testing.assert_close(got["temporal"], temporal, atol=2e-3, rtol=2e-3)
+
+
+def test_store_attributes_record_how_it_was_built(store, settings):
+    attrs = cache.open_cache(store).attrs
+    assert attrs == {
+        "actloc_cache": cache.FORMAT, "backbone": "tiny-test", "preset": "tiny", "identity": "random:0",
+        "layers": [1, 4], "snippet_frames": 16, "stride": 4, "fps": 10.0, "pixels": PIXELS, "snippets": 15,
+        "channels": 192, "temporal": True, "precision": "fp32", "actloc_version": attrs["actloc_version"],
+        "video": "clip",
+    }
+    group = zarr.open_group(store, mode="r")
+    assert group["pooled"].dtype == np.float16 and group["pooled"].chunks == (1, cache.CHUNK, 192)
+
+
+def test_reads_windows_and_layers(store):
+    c = cache.open_cache(store, expect={"stride": 4, "layers": [1, 4]})
+    full = c.read()["pooled"]
+    part = c.read(3, 9, layers=[4])["pooled"]
+    assert torch.equal(part[0], full[1, 3:9])
+    assert torch.equal(c.read(layers="last")["pooled"][0], full[1])
+    g = torch.Generator().manual_seed(0)
+    windows = {c.random_window(5, g) for _ in range(50)}
+    assert all(stop - start == 5 and 0 <= start and stop <= 15 for start, stop in windows) and len(windows) > 3
+    assert c.random_window(100, g) == (0, 15)
+    with pytest.raises(InputError, match=r"holds layers \[1, 4\], not \[2\]"):
+        c.read(layers=[2])
+
+
+def test_build_batches_wider_than_the_video_and_without_temporal(video, settings, tmp_path):
+    plain = dict(settings, temporal=False)
+    attrs = cache.build(video, tmp_path / "a.zarr", plain, stride=16, batch=64)
+    assert attrs["snippets"] == 5 and not attrs["temporal"]
+    c = cache.open_cache(tmp_path / "a.zarr")
+    with pytest.raises(InputError, match="has no temporal tokens"):
+        c.read(temporal=True)
+
+
+def test_other_settings_name_the_attribute_and_the_fix(store):
+    with pytest.raises(InputError, match=r"clip.zarr: built with other settings \(stride is 4, expected 8; "
+                                         r"identity is 'random:0', expected 'sha256:ab'\); delete it"):
+        cache.open_cache(store, expect={"stride": 8, "identity": "sha256:ab", "fps": 10.0})
+
+
+def copy_store(store, dest):
+    shutil.copytree(store, dest)
+    return dest
+
+
+def shard_file(store, name):
+    """The only shard file of a short video's array (chunk keys c/<layer>/<snippet>/...)."""
+    files = [p for p in (store / name / "c").rglob("*") if p.is_file()]
+    assert len(files) == 1
+    return files[0]
+
+
+def test_truncated_and_damaged_stores_are_never_read_as_complete(store, tmp_path):
+    broken = copy_store(store, tmp_path / "broken.zarr")
+    shard_file(broken, "temporal").unlink()
+    with pytest.raises(InputError, match="temporal has 0 of its 1 shard files"):
+        cache.open_cache(broken)
+    damaged = copy_store(store, tmp_path / "damaged.zarr")
+    shard = shard_file(damaged, "pooled")
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with pytest.raises(InputError, match="pooled (cannot be read|has missing chunks)"):
+        cache.open_cache(damaged).read()
+    shutil.rmtree(damaged / "temporal")
+    with pytest.raises(InputError, match="array 'temporal' missing"):
+        cache.open_cache(damaged)
+
+
+def test_foreign_and_absent_stores(tmp_path):
+    zarr.open_group(tmp_path / "other.zarr", mode="w").create_array("x", shape=(3,), dtype="f4")
+    with pytest.raises(InputError, match="other.zarr: not an actloc cache"):
+        cache.open_cache(tmp_path / "other.zarr")
+    group = zarr.open_group(tmp_path / "old.zarr", mode="w")
+    group.attrs.update({"actloc_cache": 99})
+    with pytest.raises(InputError, match="cache format 99, this actloc reads 1"):
+        cache.open_cache(tmp_path / "old.zarr")
+    with pytest.raises(InputError, match="nothing.zarr: no cache store here"):
+        cache.open_cache(tmp_path / "nothing.zarr")
+
+
+def test_failed_build_leaves_no_store(video, settings, tmp_path, monkeypatch):
+    real = decode.iter_frames
+
+    def dies_midway(path, size=None):
+        for i, frame in enumerate(real(path, size)):
+            if i == 40:
+                raise InputError(f"{path}: stream ended inside a frame")
+            yield frame
+
+    monkeypatch.setattr(decode, "iter_frames", dies_midway)
+    with pytest.raises(InputError, match="stream ended"):
+        cache.build(video, tmp_path / "out" / "clip.zarr", settings, batch=2)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_non_finite_activations_are_refused(video, settings, tmp_path, monkeypatch):
+    monkeypatch.setattr(backbone.Backbone, "pool", lambda self, x, layer, temporal=False: x.mean(2) * torch.inf
+                        if temporal else x.mean((1, 2)) * torch.inf)
+    with pytest.raises(InputError, match="clip.mp4: pooled activations are not finite"):
+        cache.build(video, tmp_path / "clip.zarr", settings)
+    assert not (tmp_path / "clip.zarr").exists()
+
+
+def test_write_index_lists_every_store_and_names_missing_ones(store, tmp_path):
+    annotations = tmp_path / "a.json"
+    annotations.write_text(json.dumps({"database": {"clip": {}, "other": {}}}))
+    with pytest.raises(InputError, match=r"no .zarr for 1 of 2 videos of .*a.json, e.g. other"):
+        cache.write_index(annotations, store.parent, tmp_path / "index.json")
+    index = cache.write_index(annotations, store.parent, tmp_path / "index.json", allow_missing=True)
+    assert index == {"clip": {"path": str(store), "snippets": 15}}
+    assert json.loads((tmp_path / "index.json").read_text())["missing"] == ["other"]
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    database = {"vid_a": {"duration": 4.0, "fps": 10.0, "file": "vid_a"},
+                "vid_b": {"duration": 2.0, "fps": 10.0, "file": "v_vid_b"}}
+    (tmp_path / "a.json").write_text(json.dumps({"database": database}))
+    rng = np.random.default_rng(0)
+    return tmp_path / "a.json", {"vid_a": rng.normal(size=(7, 5)), "v_vid_b": rng.normal(size=(2, 5))}
+
+
+def check_imported(out, features):
+    c = cache.open_cache(out / "cache" / "vid_a.zarr", expect={"layers": [-1], "preset": "imported"})
+    assert c.attrs["snippets"] == 7 and c.attrs["channels"] == 5 and c.attrs["backbone"] == "feat"
+    np.testing.assert_allclose(c.read(layers="last")["pooled"][0].numpy(), features["vid_a"], atol=2e-3)
+    b = cache.open_cache(out / "cache" / "vid_b.zarr").read()["pooled"]
+    np.testing.assert_allclose(b[0].numpy(), features["v_vid_b"], atol=2e-3)
+
+
+def test_import_npy_folder_matching_names_and_file_stems(dataset, tmp_path):
+    annotations, features = dataset
+    (tmp_path / "npy").mkdir()
+    for name, array in features.items():
+        np.save(tmp_path / "npy" / f"{name}.npy", array)
+    index = cache.import_features(tmp_path / "npy", annotations, tmp_path / "cache", tmp_path / "i.json", "feat",
+                                  fps=10.0)
+    assert sorted(index) == ["vid_a", "vid_b"]
+    check_imported(tmp_path, features)
+
+
+def test_import_hdf5_and_missing_videos(dataset, tmp_path, caplog):
+    annotations, features = dataset
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        f["vid_a"] = features["vid_a"]
+    with pytest.raises(InputError, match=r"f.h5: no features for 1 of 2 videos, e.g. vid_b"):
+        cache.import_features(tmp_path / "f.h5", annotations, tmp_path / "cache", tmp_path / "i.json", "feat")
+    assert not (tmp_path / "i.json").exists()
+    with h5py.File(tmp_path / "f.h5", "a") as f:
+        f["v_vid_b"] = features["v_vid_b"]
+    with caplog.at_level(logging.WARNING):
+        cache.import_features(tmp_path / "f.h5", annotations, tmp_path / "cache", tmp_path / "i.json", "feat")
+    check_imported(tmp_path, features)
+    # 7 snippets for 4 s at 10 fps, stride 4, is close to the 7 expected; no fps warning.
+    assert "check fps and stride" not in caplog.text
+
+
+def test_import_skip_lists_missing_and_mismatches_are_errors(dataset, tmp_path):
+    annotations, features = dataset
+    (tmp_path / "npy").mkdir()
+    np.save(tmp_path / "npy" / "vid_a.npy", features["vid_a"])
+    cache.import_features(tmp_path / "npy", annotations, tmp_path / "cache", tmp_path / "i.json", "feat",
+                          missing="skip")
+    assert json.loads((tmp_path / "i.json").read_text())["missing"] == ["vid_b"]
+    np.save(tmp_path / "npy" / "vid_b.npy", np.zeros((3, 6)))
+    with pytest.raises(InputError, match="npy: vid_b: 6 channels, the videos before it have 5"):
+        cache.import_features(tmp_path / "npy", annotations, tmp_path / "c2", tmp_path / "i2.json", "feat")
+    np.save(tmp_path / "npy" / "vid_b.npy", np.zeros(3))
+    with pytest.raises(InputError, match=r"vid_b: features of shape \(3,\), expected \(snippets, channels\)"):
+        cache.import_features(tmp_path / "npy", annotations, tmp_path / "c3", tmp_path / "i3.json", "feat")
+    (tmp_path / "bad.h5").write_bytes(b"nope")
+    with pytest.raises(InputError, match="bad.h5: not a readable HDF5 file"):
+        cache.import_features(tmp_path / "bad.h5", annotations, tmp_path / "c4", tmp_path / "i4.json", "feat")
+
+
+def test_resolve_device():
+    assert cache.resolve_device("cpu") == torch.device("cpu")
+    assert cache.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA device"):
+            cache.resolve_device("cuda")

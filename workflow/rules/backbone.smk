@@ -1,0 +1,15 @@
+rule backbone:
+    input:
+        lambda wildcards: config["backbones"][wildcards.backbone].get("checkpoint", []),
+    output:
+        "results/backbones/{backbone}.json",
+    log:
+        "results/logs/backbone/{backbone}.log",
+    wildcard_constraints:
+        backbone="|".join(BACKBONES) or "no-backbone",
+    conda:
+        "../../envs/actloc.yaml"
+    params:
+        args=backbone_args,
+    shell:
+        "actloc backbone --name {wildcards.backbone:q} {params.args} --out {output:q} 2> {log:q}"

@@ -1,0 +1,74 @@
+rule cache:
+    input:
+        video="results/{ds}/videos/{video}.mp4",
+        info="results/{ds}/videos/{video}.json",
+        backbone="results/backbones/{backbone}.json",
+    output:
+        directory("results/{ds}/cache/{backbone}/{video}.zarr"),
+    log:
+        "results/{ds}/logs/cache/{backbone}/{video}.log",
+    benchmark:
+        "results/{ds}/benchmarks/cache/{backbone}/{video}.tsv"
+    wildcard_constraints:
+        backbone="|".join(BACKBONES) or "no-backbone",
+    conda:
+        "../../envs/actloc.yaml"
+    threads: 1
+    params:
+        frames=lambda wildcards: dataset(wildcards)["snippets"]["frames"],
+        stride=lambda wildcards: dataset(wildcards)["snippets"]["stride"],
+        batch=lambda wildcards: config["backbones"][wildcards.backbone]["batch"],
+        device=config["device"],
+    shell:
+        "actloc cache {input.video:q} --backbone {input.backbone:q} --out {output:q}"
+        " --snippet-frames {params.frames} --stride {params.stride} --batch {params.batch}"
+        " --device {params.device:q} --threads {threads} 2> {log:q}"
+
+
+rule cache_index:
+    input:
+        annotations="results/{ds}/annotations.json",
+        stores=lambda wildcards: [
+            f"results/{wildcards.ds}/cache/{wildcards.backbone}/{v}.zarr"
+            for v in videos_of(wildcards)
+        ],
+    output:
+        "results/{ds}/cache/{backbone}.json",
+    log:
+        "results/{ds}/logs/cache_index/{backbone}.log",
+    wildcard_constraints:
+        backbone="|".join(BACKBONES) or "no-backbone",
+    conda:
+        "../../envs/actloc.yaml"
+    shell:
+        "actloc cache-index --annotations {input.annotations:q}"
+        " --folder results/{wildcards.ds}/cache/{wildcards.backbone} --out {output:q} 2> {log:q}"
+
+
+rule import_features:
+    input:
+        source=lambda wildcards: dataset(wildcards)["features"][wildcards.backbone][
+            "path"
+        ],
+        annotations="results/{ds}/annotations.json",
+    output:
+        stores=directory("results/{ds}/cache/{backbone}"),
+        index="results/{ds}/cache/{backbone}.json",
+    log:
+        "results/{ds}/logs/import_features/{backbone}.log",
+    wildcard_constraints:
+        backbone="|".join(IMPORTED) or "no-imported-features",
+    conda:
+        "../../envs/actloc.yaml"
+    params:
+        frames=lambda wildcards: dataset(wildcards)["snippets"]["frames"],
+        stride=lambda wildcards: dataset(wildcards)["snippets"]["stride"],
+        fps=lambda wildcards: dataset(wildcards)["decode"]["fps"],
+        missing=lambda wildcards: dataset(wildcards)["features"][wildcards.backbone][
+            "missing"
+        ],
+    shell:
+        "actloc import-features {input.source:q} --annotations {input.annotations:q}"
+        " --name {wildcards.backbone:q} --out-dir {output.stores:q} --index {output.index:q}"
+        " --snippet-frames {params.frames} --stride {params.stride} --fps {params.fps}"
+        " --missing {params.missing} 2> {log:q}"
