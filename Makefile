@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	snakemake --cores all
-	@echo "Demo: annotations and decoded videos are in results/demo/ (videos.json lists them)."
-	@echo "The cache, train, infer and evaluate stages are not built yet: the run stops after decode."
+	@echo "Demo: annotations, decoded videos and the backbone cache are in results/demo/"
+	@echo "(cache/tiny-random.json lists the Zarr stores)."
+	@echo "The train, infer and evaluate stages are not built yet: the run stops after the cache."
 
 test: $(STAMP)
 	pytest

@@ -15,6 +15,8 @@ video's length. The store is written under a temporary name and renamed once com
 
 import logging
 import math
+import queue
+import threading
 from importlib.metadata import version
 from pathlib import Path
 
@@ -64,6 +66,45 @@ def snippet_batches(frames, length, stride, batch):
         yield _stack(buffer + buffer[-1:] * (span - len(buffer)), count, length, stride)
         del buffer[:count * stride]
         remaining -= count
+
+
+def prefetched(items, depth=2):
+    """Iterate the generator `items` from a background thread, up to `depth` ahead, so that decoding and
+    snippet assembly overlap the forward pass. Errors surface in the caller; stopping early
+    closes `items` (and so the decoder behind it)."""
+    slots, stop, done = queue.Queue(depth), threading.Event(), object()
+
+    def put(item):
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def work():
+        try:
+            for item in items:
+                if not put(item):
+                    break
+            else:
+                put(done)
+        except BaseException as err:  # handed to the caller, raised there
+            put(err)
+        finally:
+            items.close()
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    try:
+        while (item := slots.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 def _stack(frames, count, length, stride):
@@ -149,7 +190,7 @@ def build(video, out, settings, snippet_frames=16, stride=4, batch=8, device="au
         writer = StoreWriter(group, layers, model.preset.width, tokens, expected)
         frames = decode.iter_frames(video, size=pixels)
         with tqdm(total=expected, unit="clip", desc=video.name) as bar, torch.inference_mode(), autocast:
-            for clips in snippet_batches(frames, snippet_frames, stride, batch):
+            for clips in prefetched(snippet_batches(frames, snippet_frames, stride, batch)):
                 taps = model(torch.from_numpy(clips).to(device, non_blocking=True), layers)
                 rows = {"pooled": torch.stack([model.pool(x, layer) for x, layer in zip(taps, layers)])}
                 if tokens:
