@@ -133,12 +133,16 @@ def test_giant_is_videomaev2_vit_g():
 @pytest.mark.parametrize("wrap", ["module", "model", "bare"])
 def test_official_finetuned_checkpoint_loads_and_matches_the_reference(tmp_path, native_clips, wrap):
     state = official_state(TINY)
+    if wrap == "bare":  # some files hold half-precision weights
+        state = {k: v.half().float() for k, v in state.items()}
     saved = {"module": state} if wrap == "module" else \
-        {"model": state, "epoch": 5, "args": argparse.Namespace(lr=1e-3)} if wrap == "model" else state
+        {"model": state, "epoch": 5, "args": argparse.Namespace(lr=1e-3)} if wrap == "model" else \
+        {k: v.half() for k, v in state.items()}
     torch.save(saved, tmp_path / "ft.pth")
     model, report = backbone.load("tiny", tmp_path / "ft.pth")
     assert report["final_norm"] == "fc_norm" and report["ignored"] == ["head.bias", "head.weight"]
     assert report["unexpected"] == [] and not any(p.requires_grad for p in model.parameters())
+    assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in model.state_dict().values())
     with torch.no_grad():
         got = features(model, native_clips, [2, 4])
     for (pooled, temporal), layer in zip(got, [2, 4]):

@@ -104,6 +104,20 @@ def test_store_equals_a_direct_forward_over_all_frames(video, settings, store):
     torch.testing.assert_close(got["temporal"], temporal, atol=2e-3, rtol=2e-3)
 
 
+def test_many_small_shards_and_a_wrong_frame_count_give_the_same_store(video, settings, store, tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.setattr(cache, "CHUNK", 2)
+    monkeypatch.setattr(cache, "SHARD", 4)  # 15 snippets: 4 shard writes, the last one partial
+    real_probe = decode.probe
+    monkeypatch.setattr(decode, "probe", lambda path: {**real_probe(path), "frames": 20})  # arrays must grow
+    cache.build(video, tmp_path / "small.zarr", settings, batch=3)
+    small = cache.open_cache(tmp_path / "small.zarr")
+    assert small.group["pooled"].shards == (2, 4, 192) and small.snippets == 15
+    reference = cache.open_cache(store).read(temporal=True)
+    for name, values in small.read(temporal=True).items():
+        torch.testing.assert_close(values, reference[name], atol=1e-3, rtol=1e-3)
+
+
 def test_store_attributes_record_how_it_was_built(store, settings):
     attrs = cache.open_cache(store).attrs
     assert attrs == {

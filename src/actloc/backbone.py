@@ -142,11 +142,15 @@ class Backbone(nn.Module):
         self.norm = nn.LayerNorm(preset.width, eps=1e-6) if final_norm == "norm" else None
         self.fc_norm = nn.LayerNorm(preset.width, eps=1e-6) if final_norm == "fc_norm" else None
         self.native_grid = (preset.frames // TUBELET, preset.pixels // preset.patch, preset.pixels // preset.patch)
-        # Not in state_dict: official checkpoints store no table unless it was learnt (`pos_embed`).
-        self.register_buffer("pos_embed", sinusoid_table(math.prod(self.native_grid), preset.width),
-                             persistent=False)
-        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1, 1), persistent=False)
+        self.set_constants()
+
+    def set_constants(self, device=None):
+        """(Re)make the tensors that are no checkpoint's business: the sinusoidal position table
+        (official files store none unless it was learnt, as `pos_embed`) and the pixel statistics."""
+        table = sinusoid_table(math.prod(self.native_grid), self.preset.width)
+        self.register_buffer("pos_embed", table.to(device), persistent=False)
+        for name, values in (("pixel_mean", PIXEL_MEAN), ("pixel_std", PIXEL_STD)):
+            self.register_buffer(name, torch.tensor(values, device=device).view(1, 3, 1, 1, 1), persistent=False)
 
     def position_table(self, grid):
         """The table for a (t, h, w) token grid: trilinear interpolation of the native one."""
@@ -291,12 +295,13 @@ def load(preset_name, checkpoint=None, seed=0):
     else:
         state, ignored = read_checkpoint(checkpoint)
         final_norm, layer_scale = architecture_of(state)
-        with torch.device("meta"):
-            shapes = {k: v.shape for k, v in Backbone(PRESETS[preset_name], final_norm, layer_scale)
-                      .state_dict().items()}
+        with torch.device("meta"):  # no random initialisation of weights about to be replaced
+            model = Backbone(PRESETS[preset_name], final_norm, layer_scale)
+        shapes = {k: v.shape for k, v in model.state_dict().items()}
         unexpected = check_state(checkpoint, shapes, state, preset_name)
-        model = Backbone(PRESETS[preset_name], final_norm, layer_scale)
-        model.load_state_dict({k: state[k] for k in shapes})
+        model.load_state_dict({k: state[k] for k in shapes}, assign=True)
+        model.set_constants(device="cpu")
+        model.float()  # checkpoints saved in half precision run in fp32 (or bf16 autocast)
         if "pos_embed" in state:  # a learnt table replaces the sinusoid
             if state["pos_embed"].shape != model.pos_embed.shape:
                 raise InputError(f"{checkpoint}: pos_embed has shape {list(state['pos_embed'].shape)}, "

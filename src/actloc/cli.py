@@ -21,6 +21,19 @@ def add_demo_options(parser):
     group.add_argument("--max-seconds", type=int)
 
 
+def add_snippet_options(parser):
+    parser.add_argument("--snippet-frames", type=int, default=16, help="frames per snippet")
+    parser.add_argument("--stride", type=int, default=4, help="frames between snippet starts")
+
+
+def add_index_parser(sub, name, help, folder_help, func):
+    parser = sub.add_parser(name, help=help)
+    parser.add_argument("--annotations", required=True, help="annotations.json: the videos to gather")
+    parser.add_argument("--folder", required=True, help=folder_help)
+    parser.add_argument("--out", required=True)
+    parser.set_defaults(func=func)
+
+
 def demo_settings(args):
     names = ("seed", "n_train", "n_test", "min_seconds", "max_seconds")
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
@@ -115,11 +128,8 @@ def parser():
     p.add_argument("--short-side", type=int, required=True)
     p.set_defaults(func=cmd_decode)
 
-    p = sub.add_parser("decode-index", help="gather decoded videos' JSONs into one index")
-    p.add_argument("--annotations", required=True, help="annotations.json: the videos to gather")
-    p.add_argument("--folder", required=True, help="folder of the decoded videos and their JSONs")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_decode_index)
+    add_index_parser(sub, "decode-index", "gather decoded videos' JSONs into one index",
+                     "folder of the decoded videos and their JSONs", cmd_decode_index)
 
     p = sub.add_parser("backbone", help="check a backbone's weights and record its identity and settings")
     p.add_argument("--name", required=True, help="the backbone's name in config.yaml")
@@ -138,18 +148,14 @@ def parser():
     p.add_argument("video", help="decoded .mp4 (its .json beside it gives the exact fps)")
     p.add_argument("--backbone", required=True, help="JSON written by `actloc backbone`")
     p.add_argument("--out", required=True, help="the .zarr store to write")
-    p.add_argument("--snippet-frames", type=int, default=16)
-    p.add_argument("--stride", type=int, default=4)
+    add_snippet_options(p)
     p.add_argument("--batch", type=int, default=8, help="snippets per forward pass")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     p.set_defaults(func=cmd_cache)
 
-    p = sub.add_parser("cache-index", help="check a dataset's cache stores and list them")
-    p.add_argument("--annotations", required=True, help="annotations.json: the videos to gather")
-    p.add_argument("--folder", required=True, help="folder of the .zarr stores")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_cache_index)
+    add_index_parser(sub, "cache-index", "check a dataset's cache stores and list them",
+                     "folder of the .zarr stores", cmd_cache_index)
 
     p = sub.add_parser("import-features", help="published per-video features (.npy folder or HDF5) as a cache")
     p.add_argument("source", help="folder of <video>.npy (T x C) or one HDF5 file, a dataset per video")
@@ -157,8 +163,7 @@ def parser():
     p.add_argument("--name", required=True, help="the cache's name (results/{ds}/cache/NAME)")
     p.add_argument("--out-dir", required=True, help="folder of the per-video stores")
     p.add_argument("--index", required=True, help="JSON listing the stores and the videos without features")
-    p.add_argument("--snippet-frames", type=int, default=16)
-    p.add_argument("--stride", type=int, default=4)
+    add_snippet_options(p)
     p.add_argument("--fps", type=float, help="fps the features were extracted at (default: each video's)")
     p.add_argument("--missing", default="error", choices=["error", "skip"],
                    help="videos without features: fail, or go on without them")
