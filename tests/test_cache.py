@@ -229,6 +229,10 @@ def test_write_index_lists_every_store_and_names_missing_ones(store, tmp_path):
     index = cache.write_index(annotations, store.parent, tmp_path / "index.json", allow_missing=True)
     assert index == {"clip": {"path": str(store), "snippets": 15}}
     assert json.loads((tmp_path / "index.json").read_text())["missing"] == ["other"]
+    annotations.write_text(json.dumps({"database": {"clip": {"subset": "testing"}, "other": {"subset": "training"}}}))
+    assert cache.write_index(annotations, store.parent, tmp_path / "index.json", subsets=["testing"]) == index
+    with pytest.raises(InputError, match="a.json: no video in subset.s. validation"):
+        cache.write_index(annotations, store.parent, tmp_path / "index.json", subsets=["validation"])
 
 
 @pytest.fixture

@@ -95,7 +95,8 @@ def test_demo_dag_decodes_and_caches_every_video_and_reruns_nothing(tmp_path):
 @pytest.mark.slow
 def test_source_videos_found_by_file_name_and_missing_ones_named(tmp_path):
     anet = {"database": {"abc": {"subset": "validation", "duration": 2.0,
-                                 "annotations": [{"segment": [0.5, 1.5], "label": "Run"}]}}}
+                                 "annotations": [{"segment": [0.5, 1.5], "label": "Run"}]},
+                         "unlabelled": {"subset": "testing", "duration": 2.0}}}  # not trained or tested on
     (tmp_path / "anet.json").write_text(json.dumps(anet))
     (tmp_path / "anet_videos").mkdir()
     run_ffmpeg("-f", "lavfi", "-i", "testsrc2=s=96x64:r=30:d=2", "-c:v", "libx264", tmp_path / "anet_videos" / "v_abc.mkv")
@@ -103,9 +104,10 @@ def test_source_videos_found_by_file_name_and_missing_ones_named(tmp_path):
                 thumos={"type": "thumos14", "annotations": str(THUMOS), "videos": "thumos_videos",
                         "out_of_range": "clip", "decode": {"fps": 30, "short_side": 224}, "backbone": "tiny"},
                 anet={"type": "activitynet", "annotations": "anet.json", "videos": "anet_videos",
-                      "decode": {"fps": 5, "short_side": 32}, "backbone": "tiny"})
+                      "test_subset": "validation", "decode": {"fps": 5, "short_side": 32}, "backbone": "tiny"})
     done = snakemake(tmp_path, "results/anet/videos.json", "results/thumos/annotations.json")
     assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "results/anet/videos.json").read_text()).keys() == {"abc"}
     assert json.loads((tmp_path / "results/anet/videos.json").read_text())["abc"]["frames"] == 10
     thumos = json.loads((tmp_path / "results/thumos/annotations.json").read_text())
     assert len(thumos["database"]) == 413
@@ -131,7 +133,7 @@ def test_imported_features_become_the_cache_without_videos(tmp_path):
     with h5py.File(tmp_path / "feats.h5", "w") as f:
         f["v_a"], f["v_b"] = np.ones((8, 6)), np.zeros((8, 6))
     tiny_config(tmp_path, anet={"type": "activitynet", "annotations": "anet.json", "videos": "none",
-                                "decode": {"fps": 4, "short_side": 32}, "backbone": "pub",
+                                "test_subset": "validation", "decode": {"fps": 4, "short_side": 32}, "backbone": "pub",
                                 "features": {"pub": {"path": "feats.h5"}}})
     done = snakemake(tmp_path, "results/anet/cache/pub.json")
     assert done.returncode == 0, done.stderr[-3000:]

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from zarr.codecs import BloscCodec
 
 from . import backbone, decode
-from .io import InputError, atomic_path, read_json, video_paths, write_json
+from .io import InputError, atomic_path, dataset_videos, read_json, video_paths, write_json
 
 log = logging.getLogger(__name__)
 
@@ -304,10 +304,10 @@ def open_cache(path, expect=None):
     return Cache(path, group)
 
 
-def write_index(annotations, folder, out, expect=None, allow_missing=False):
-    """Check the store of every video of a dataset and list them: {video: {path, snippets}},
-    and the videos without one."""
-    paths, missing = video_paths(annotations, folder, ".zarr", allow_missing)
+def write_index(annotations, folder, out, subsets=None, expect=None, allow_missing=False):
+    """Check the store of every video of a dataset (in `subsets`) and list them:
+    {video: {path, snippets}}, and the videos without one."""
+    paths, missing = video_paths(annotations, folder, ".zarr", subsets, allow_missing)
     stores = {video: {"path": str(path), "snippets": open_cache(path, expect).snippets}
               for video, path in paths.items()}
     write_json(out, {"stores": stores, "missing": missing})
@@ -337,12 +337,13 @@ def feature_sources(source):
 
 
 def import_features(source, annotations, out_dir, index, name, snippet_frames=16, stride=4, fps=None,
-                    missing="error"):
+                    missing="error", subsets=None):
     """Write published per-video features (T x C) as caches holding one layer (-1), so that a
     head can be trained without videos. Videos are matched by name or by file stem."""
-    database = read_json(annotations)["database"]
+    database = dataset_videos(annotations, subsets)
     sources = feature_sources(source)
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)  # the stage's output, even if every video is skipped
     found, absent, channels = {}, [], None
     for video, entry in database.items():
         key = video if video in sources else entry.get("file") if entry.get("file") in sources else None
@@ -386,5 +387,5 @@ def import_features(source, annotations, out_dir, index, name, snippet_frames=16
                 "snippets": writer.finish(), "channels": channels, "temporal": False,
                 "precision": str(features.dtype), "actloc_version": version("actloc"), "video": video,
             })
-    return write_index(annotations, out_dir, index, allow_missing=True)
+    return write_index(annotations, out_dir, index, subsets, allow_missing=True)
 

@@ -26,9 +26,14 @@ def add_snippet_options(parser):
     parser.add_argument("--stride", type=int, default=4, help="frames between snippet starts")
 
 
+def add_video_list_options(parser):
+    parser.add_argument("--annotations", required=True, help="annotations.json: the dataset's videos")
+    parser.add_argument("--subsets", nargs="+", choices=annotations.SUBSETS, help="only these (default: all)")
+
+
 def add_index_parser(sub, name, help, folder_help, func):
     parser = sub.add_parser(name, help=help)
-    parser.add_argument("--annotations", required=True, help="annotations.json: the videos to gather")
+    add_video_list_options(parser)
     parser.add_argument("--folder", required=True, help=folder_help)
     parser.add_argument("--out", required=True)
     parser.set_defaults(func=func)
@@ -58,7 +63,7 @@ def cmd_decode(args):
 
 
 def cmd_decode_index(args):
-    index = decode.write_index(args.annotations, args.folder, args.out)
+    index = decode.write_index(args.annotations, args.folder, args.out, args.subsets)
     log.info("%s: %d decoded videos", args.out, len(index))
 
 
@@ -80,13 +85,13 @@ def cmd_cache(args):
 
 
 def cmd_cache_index(args):
-    index = cache.write_index(args.annotations, args.folder, args.out)
+    index = cache.write_index(args.annotations, args.folder, args.out, args.subsets)
     log.info("%s: %d cached videos", args.out, len(index))
 
 
 def cmd_import_features(args):
     index = cache.import_features(args.source, args.annotations, args.out_dir, args.index, args.name,
-                                  args.snippet_frames, args.stride, args.fps, args.missing)
+                                  args.snippet_frames, args.stride, args.fps, args.missing, args.subsets)
     log.info("%s: %d videos imported", args.index, len(index))
 
 
@@ -159,7 +164,7 @@ def parser():
 
     p = sub.add_parser("import-features", help="published per-video features (.npy folder or HDF5) as a cache")
     p.add_argument("source", help="folder of <video>.npy (T x C) or one HDF5 file, a dataset per video")
-    p.add_argument("--annotations", required=True, help="annotations.json: the videos to import")
+    add_video_list_options(p)
     p.add_argument("--name", required=True, help="the cache's name (results/{ds}/cache/NAME)")
     p.add_argument("--out-dir", required=True, help="folder of the per-video stores")
     p.add_argument("--index", required=True, help="JSON listing the stores and the videos without features")

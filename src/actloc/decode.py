@@ -156,9 +156,9 @@ def iter_frames(path, size=None):
             proc.wait()
 
 
-def write_index(annotations, folder, out):
+def write_index(annotations, folder, out, subsets=None):
     """Gather the JSONs of every decoded video of a dataset into one `{video: info}` file."""
-    paths, _ = video_paths(annotations, folder, ".json")
+    paths, _ = video_paths(annotations, folder, ".json", subsets)
     index = {video: read_json(path) for video, path in paths.items()}
     write_json(out, index)
     return index

@@ -53,10 +53,19 @@ def read_json(path):
         raise InputError(f"{path}: not valid JSON ({err})") from None
 
 
-def video_paths(annotations, folder, suffix, allow_missing=False):
-    """{video: folder/<video><suffix>} for every video of an annotations.json that has one, and
-    the sorted list of those that have none (an error unless `allow_missing`)."""
-    videos = read_json(annotations)["database"]
+def dataset_videos(annotations, subsets=None):
+    """{video: entry} of an annotations.json, only those of `subsets` if given."""
+    database = read_json(annotations)["database"]
+    videos = {video: entry for video, entry in database.items() if not subsets or entry.get("subset") in subsets}
+    if not videos:
+        raise InputError(f"{annotations}: no video in subset(s) {', '.join(subsets or ['any'])}")
+    return videos
+
+
+def video_paths(annotations, folder, suffix, subsets=None, allow_missing=False):
+    """{video: folder/<video><suffix>} for every video of an annotations.json (in `subsets`)
+    that has one, and the sorted list of those that have none (an error unless `allow_missing`)."""
+    videos = dataset_videos(annotations, subsets)
     folder = Path(folder)
     paths = {video: folder / f"{video}{suffix}" for video in sorted(videos)}
     missing = [video for video, path in paths.items() if not path.exists()]

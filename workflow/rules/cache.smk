@@ -13,6 +13,7 @@ rule cache:
         backbone="|".join(BACKBONES) or "no-backbone",
     conda:
         "../../envs/actloc.yaml"
+    # One thread a job: on CPUs, parallel jobs use the cores better than intra-op threads.
     threads: 1
     params:
         frames=lambda wildcards: dataset(wildcards)["snippets"]["frames"],
@@ -40,8 +41,10 @@ rule cache_index:
         backbone="|".join(BACKBONES) or "no-backbone",
     conda:
         "../../envs/actloc.yaml"
+    params:
+        subsets=subsets,
     shell:
-        "actloc cache-index --annotations {input.annotations:q}"
+        "actloc cache-index --annotations {input.annotations:q} --subsets {params.subsets}"
         " --folder results/{wildcards.ds}/cache/{wildcards.backbone} --out {output:q} 2> {log:q}"
 
 
@@ -67,8 +70,10 @@ rule import_features:
         missing=lambda wildcards: dataset(wildcards)["features"][wildcards.backbone][
             "missing"
         ],
+        subsets=subsets,
     shell:
         "actloc import-features {input.source:q} --annotations {input.annotations:q}"
+        " --subsets {params.subsets}"
         " --name {wildcards.backbone:q} --out-dir {output.stores:q} --index {output.index:q}"
         " --snippet-frames {params.frames} --stride {params.stride} --fps {params.fps}"
         " --missing {params.missing} 2> {log:q}"

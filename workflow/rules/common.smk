@@ -50,9 +50,22 @@ def read_annotations(path):
         return json.load(f)["database"]
 
 
-def videos_of(wildcards):
+def all_videos(wildcards):
     """Every video of the dataset, known once its annotations checkpoint has run."""
     return read_annotations(checkpoints.annotations.get(ds=wildcards.ds).output.json)
+
+
+def subsets(wildcards):
+    """The subsets the dataset trains and tests on: the only videos decoded and cached."""
+    d = dataset(wildcards)
+    return sorted({d["train_subset"], d["test_subset"]})
+
+
+def videos_of(wildcards):
+    wanted = subsets(wildcards)
+    return [
+        v for v, entry in all_videos(wildcards).items() if entry["subset"] in wanted
+    ]
 
 
 def source_video(wildcards):
@@ -60,7 +73,7 @@ def source_video(wildcards):
     d = dataset(wildcards)
     if d["type"] == "demo":
         return f"results/{wildcards.ds}/source/{wildcards.video}.mp4"
-    stem = videos_of(wildcards)[wildcards.video]["file"]
+    stem = all_videos(wildcards)[wildcards.video]["file"]
     folder = Path(d["videos"])
     for suffix in VIDEO_SUFFIXES:
         if (folder / (stem + suffix)).exists():

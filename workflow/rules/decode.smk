@@ -30,6 +30,8 @@ rule decode_index:
         "results/{ds}/logs/decode_index.log",
     conda:
         "../../envs/actloc.yaml"
+    params:
+        subsets=subsets,
     shell:
-        "actloc decode-index --annotations {input.annotations:q}"
+        "actloc decode-index --annotations {input.annotations:q} --subsets {params.subsets}"
         " --folder results/{wildcards.ds}/videos --out {output:q} 2> {log:q}"
