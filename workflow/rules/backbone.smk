@@ -6,7 +6,7 @@ rule backbone:
     log:
         "results/logs/backbone/{backbone}.log",
     wildcard_constraints:
-        backbone="|".join(BACKBONES) or "no-backbone",
+        backbone="|".join(map(re.escape, BACKBONES)) or "no-backbone",
     conda:
         "../../envs/actloc.yaml"
     params:

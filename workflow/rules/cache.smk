@@ -10,7 +10,7 @@ rule cache:
     benchmark:
         "results/{ds}/benchmarks/cache/{backbone}/{video}.tsv"
     wildcard_constraints:
-        backbone="|".join(BACKBONES) or "no-backbone",
+        backbone="|".join(map(re.escape, BACKBONES)) or "no-backbone",
     conda:
         "../../envs/actloc.yaml"
     # One thread a job: on CPUs, parallel jobs use the cores better than intra-op threads.
@@ -38,7 +38,7 @@ rule cache_index:
     log:
         "results/{ds}/logs/cache_index/{backbone}.log",
     wildcard_constraints:
-        backbone="|".join(BACKBONES) or "no-backbone",
+        backbone="|".join(map(re.escape, BACKBONES)) or "no-backbone",
     conda:
         "../../envs/actloc.yaml"
     params:
@@ -60,7 +60,7 @@ rule import_features:
     log:
         "results/{ds}/logs/import_features/{backbone}.log",
     wildcard_constraints:
-        backbone="|".join(IMPORTED) or "no-imported-features",
+        backbone="|".join(map(re.escape, IMPORTED)) or "no-imported-features",
     conda:
         "../../envs/actloc.yaml"
     params:

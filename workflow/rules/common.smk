@@ -1,4 +1,5 @@
 import json
+import re
 import shlex
 from functools import cache
 from pathlib import Path
