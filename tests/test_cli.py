@@ -1,7 +1,9 @@
 import json
 import subprocess
 
-from conftest import THUMOS, env_with_actloc
+import numpy as np
+
+from conftest import THUMOS, env_with_actloc, run_ffmpeg
 
 
 def actloc(*args, cwd):
@@ -52,8 +54,6 @@ def test_decode_bad_video_exits_with_one_clear_line(tmp_path):
 
 
 def test_backbone_and_cache_commands_build_a_store(tmp_path):
-    from conftest import run_ffmpeg
-
     run_ffmpeg("-f", "lavfi", "-i", "testsrc2=s=64x48:r=10:d=3", "-c:v", "libx264", tmp_path / "v.mp4")
     done = actloc("backbone", "--name", "t", "--preset", "tiny", "--pixels", "32", "--layers", "2", "4",
                   "--no-temporal", "--out", "b.json", cwd=tmp_path)
@@ -84,8 +84,6 @@ def test_import_features_reports_videos_without_features(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps({"database": {
         "x": {"duration": 2.0, "fps": 8.0, "file": "x"}, "y": {"duration": 2.0, "fps": 8.0, "file": "y"}}}))
     (tmp_path / "npy").mkdir()
-    import numpy as np
-
     np.save(tmp_path / "npy" / "x.npy", np.ones((4, 3), np.float32))
     common = ["import-features", "npy", "--annotations", "a.json", "--name", "f", "--out-dir", "f", "--index", "f.json"]
     done = actloc(*common, cwd=tmp_path)
