@@ -113,9 +113,11 @@ def _stack(frames, count, length, stride):
 
 
 class StoreWriter:
-    """Appends snippets' activations to a new store's arrays, one full shard per write."""
+    """Appends snippets' activations to a new store's arrays, one full shard per write, then
+    records the attributes. `source` names the input in errors."""
 
-    def __init__(self, group, layers, channels, tokens, expected):
+    def __init__(self, group, source, layers, channels, tokens, expected):
+        self.group, self.source, self.layers, self.channels, self.tokens = group, source, layers, channels, tokens
         self.arrays, self.buffers = {}, {}
         for name, shape in (("pooled", (channels,)), ("temporal", (tokens, channels))):
             if name == "temporal" and not tokens:
@@ -135,7 +137,7 @@ class StoreWriter:
             for name, buffer in self.buffers.items():
                 values = rows[name][:, offset:offset + take]
                 if not np.isfinite(values).all():
-                    raise InputError(f"{name} activations are not finite (overflow in the backbone?)")
+                    raise InputError(f"{self.source}: {name} activations are not finite (overflow in the backbone?)")
                 buffer[:, self.filled:self.filled + take] = values
             self.filled += take
             offset += take
@@ -150,12 +152,18 @@ class StoreWriter:
             array[:, self.written:stop] = self.buffers[name][:, :self.filled]
         self.written, self.filled = stop, 0
 
-    def finish(self):
-        """Write what is buffered, trim to the rows written, and return their count."""
+    def finish(self, **attrs):
+        """Write what is buffered, trim the arrays to the rows written, and record `attrs` with
+        what the writer knows (layers, snippets, channels, temporal, format and version)."""
         self.flush()
+        if not self.written:
+            raise InputError(f"{self.source}: no frame could be read")
         for array in self.arrays.values():
             array.resize((array.shape[0], self.written, *array.shape[2:]))
-        return self.written
+        attrs = {"actloc_cache": FORMAT, **attrs, "layers": self.layers, "snippets": self.written,
+                 "channels": self.channels, "temporal": bool(self.tokens), "actloc_version": version("actloc")}
+        self.group.attrs.update(attrs)
+        return attrs
 
 
 def resolve_device(name="auto"):
@@ -187,7 +195,7 @@ def build(video, out, settings, snippet_frames=16, stride=4, batch=8, device="au
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings["precision"] == "bf16")
     with atomic_path(out) as tmp:
         group = zarr.open_group(tmp, mode="w")
-        writer = StoreWriter(group, layers, model.preset.width, tokens, expected)
+        writer = StoreWriter(group, video, layers, model.preset.width, tokens, expected)
         frames = decode.iter_frames(video, size=pixels)
         with tqdm(total=expected, unit="clip", desc=video.name) as bar, torch.inference_mode(), autocast:
             for clips in prefetched(snippet_batches(frames, snippet_frames, stride, batch)):
@@ -196,23 +204,11 @@ def build(video, out, settings, snippet_frames=16, stride=4, batch=8, device="au
                 if tokens:
                     rows["temporal"] = torch.stack([model.pool(x, layer, temporal=True)
                                                     for x, layer in zip(taps, layers)])
-                try:
-                    writer.append({k: v.float().cpu().numpy() for k, v in rows.items()})
-                except InputError as err:
-                    raise InputError(f"{video}: {err}") from None
+                writer.append({k: v.float().cpu().numpy() for k, v in rows.items()})
                 bar.update(len(clips))
-        snippets = writer.finish()
-        if not snippets:
-            raise InputError(f"{video}: no frame could be read")
-        attrs = {
-            "actloc_cache": FORMAT, "backbone": settings["name"], "preset": settings["preset"],
-            "identity": settings["identity"], "layers": layers, "snippet_frames": snippet_frames,
-            "stride": stride, "fps": fps, "pixels": pixels, "snippets": snippets,
-            "channels": model.preset.width, "temporal": bool(tokens), "precision": settings["precision"],
-            "actloc_version": version("actloc"), "video": video.stem,
-        }
-        group.attrs.update(attrs)
-    return attrs
+        return writer.finish(backbone=settings["name"], preset=settings["preset"], identity=settings["identity"],
+                             snippet_frames=snippet_frames, stride=stride, fps=fps, pixels=pixels,
+                             precision=settings["precision"], video=video.stem)
 
 
 class Cache:
@@ -375,17 +371,10 @@ def import_features(source, annotations, out_dir, index, name, snippet_frames=16
         path = out_dir / f"{video}.zarr"
         with atomic_path(path) as tmp:
             group = zarr.open_group(tmp, mode="w")
-            writer = StoreWriter(group, [-1], channels, 0, features.shape[0])
-            try:
-                writer.append({"pooled": np.asarray(features, np.float32)[None]})
-            except InputError as err:
-                raise InputError(f"{where}: {err}") from None
-            group.attrs.update({
-                "actloc_cache": FORMAT, "backbone": name, "preset": "imported",
-                "identity": f"imported:{Path(source).name}/{key}", "layers": [-1],
-                "snippet_frames": snippet_frames, "stride": stride, "fps": video_fps, "pixels": None,
-                "snippets": writer.finish(), "channels": channels, "temporal": False,
-                "precision": str(features.dtype), "actloc_version": version("actloc"), "video": video,
-            })
+            writer = StoreWriter(group, where, [-1], channels, 0, features.shape[0])
+            writer.append({"pooled": np.asarray(features, np.float32)[None]})
+            writer.finish(backbone=name, preset="imported", identity=f"imported:{Path(source).name}/{key}",
+                          snippet_frames=snippet_frames, stride=stride, fps=video_fps, pixels=None,
+                          precision=str(features.dtype), video=video)
     return write_index(annotations, out_dir, index, subsets, allow_missing=True)
 
