@@ -15,12 +15,13 @@ include: "workflow/rules/annotations.smk"
 include: "workflow/rules/decode.smk"
 include: "workflow/rules/backbone.smk"
 include: "workflow/rules/cache.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/infer.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
-        [
-            f"results/{ds}/cache/{config['datasets'][ds]['backbone']}.json"
-            for ds in config["targets"]
-        ],
+        expand("results/{ds}/map.csv", ds=config["targets"]),

@@ -41,3 +41,50 @@ def source_video(tmp_path_factory):
                "-output_ts_offset", "0.5", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac",
                "-shortest", path)
     return path
+
+
+
+def write_store(path, pooled, temporal=None, **attrs):
+    """A cache store of the given (layers, T, C) [and (layers, T, t, C)] activations."""
+    from actloc import cache
+
+    attrs = {"backbone": "synthetic", "preset": "none", "identity": "synthetic", "snippet_frames": 16, "stride": 4,
+             "fps": 10.0, "pixels": None, "precision": "fp32", **attrs}
+    return cache.write_store(path, str(path), list(range(1, len(pooled) + 1)), pooled, temporal, **attrs)
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory):
+    """Six videos of three classes whose cached activations plainly show each action (a class
+    channel on during it, marks at its first and last snippet) in a weaker layer under noise:
+    a head that learns must reach mAP ~1 on them. Returns (index.json, annotations.json)."""
+    import numpy as np
+
+    from actloc.io import write_json
+
+    folder = tmp_path_factory.mktemp("synthetic")
+    rng = np.random.default_rng(0)
+    classes, database, stores = ["a", "b", "c"], {}, {}
+    for i in range(6):
+        length = int(rng.integers(60, 90))
+        pooled = rng.normal(0, 0.3, (2, length, 8)).astype(np.float32)
+        actions, step = [], int(rng.integers(2, 6))
+        while step < length - 14:
+            span = int(rng.integers(3, 12))
+            label = int(rng.integers(3))
+            pooled[:, step:step + span, label] += np.array([[0.5], [2.0]])  # the last layer shows it best
+            pooled[:, step, 3] += 2.0
+            pooled[:, step + span - 1, 4] += 2.0
+            # Snippet s is centred at (4 s + 8) / 10 s: segment ends are centres of first / last.
+            actions.append({"segment": [(4 * step + 8) / 10, (4 * (step + span - 1) + 8) / 10],
+                            "label": classes[label]})
+            step += span + int(rng.integers(2, 6))
+        temporal = np.repeat(pooled[:, :, None], 4, 2) + rng.normal(0, 0.1, (2, length, 4, 8)).astype(np.float32)
+        name = f"video_{i}"
+        write_store(folder / f"{name}.zarr", pooled, temporal, video=name)
+        database[name] = {"subset": "training", "duration": (4 * length + 8) / 10, "fps": 10.0,
+                          "annotations": actions, "ambiguous": []}
+        stores[name] = {"path": str(folder / f"{name}.zarr"), "snippets": length}
+    write_json(folder / "annotations.json", {"classes": classes, "database": database})
+    write_json(folder / "index.json", {"stores": stores, "missing": []})
+    return folder / "index.json", folder / "annotations.json"

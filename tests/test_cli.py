@@ -92,3 +92,33 @@ def test_import_features_reports_videos_without_features(tmp_path):
     done = actloc(*common, "--missing", "skip", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "f.json").read_text())["missing"] == ["y"]
+
+
+def test_train_infer_and_report_commands(tmp_path, synthetic_dataset):
+    index, annotations = synthetic_dataset
+    common = ["--index", index, "--annotations", annotations, "--subset", "training", "--device", "cpu"]
+    settings = {"method": "losa", "head": {"width": 16, "levels": 2, "regression_ranges": [[0, 8], [8, 1e4]]},
+                "losa": {"reduction": 2, "heads": 2}, "train": {"epochs": 1, "warmup_epochs": 0}}
+    done = actloc("train", *common, "--settings", json.dumps(settings), "--out-model", "model.pt",
+                  "--out-log", "log.csv", "--out-summary", "train.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "model.pt: losa," in done.stderr and "train losa" in done.stderr  # the summary and the progress bar
+    done = actloc("infer", *common, "--model", "model.pt", "--out", "detections.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads((tmp_path / "detections.json").read_text())["results"]) == 6
+    done = actloc("evaluate", "--annotations", annotations, "--predictions", "detections.json", "--subset",
+                  "training", "--out-map", "map.csv", "--out-per-class", "pc.csv", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    done = actloc("report", "--methods", "losa", "--maps", "map.csv", "--summaries", "train.json",
+                  "--out-csv", "table.csv", "--out-md", "table.md", cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.startswith("| method |")
+
+
+def test_train_with_bad_settings_is_one_clear_line(tmp_path, synthetic_dataset):
+    index, annotations = synthetic_dataset
+    done = actloc("train", "--index", index, "--annotations", annotations, "--subset", "training",
+                  "--settings", '{"method": "losa", "train": {"epoch": 3}}', "--out-model", "m.pt",
+                  "--out-log", "l.csv", "--out-summary", "s.json", cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "actloc train: error: training settings:" in done.stderr and "'epoch'" in done.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -70,11 +70,11 @@ def disc_mask(frame, color, box):
 def rendered(tmp_path_factory):
     """One video holding one action of each class, rendered and read back frame by frame."""
     actions = (
-        Disc("slide_right", 10, 50, 10, 10, 110, 10, 8.0, "#ffd040"),
-        Disc("slide_left", 60, 100, 110, 60, 10, 60, 8.0, "#40e0ff"),
-        Disc("grow", 110, 150, 60, 40, 60, 40, 0.0, "#ff6080"),
-        Disc("shrink", 160, 200, 60, 40, 60, 40, 0.0, "#a0ff60"),
-        Disc("blink", 210, 250, 30, 70, 30, 70, 9.0, "#f0f0f0"),
+        Disc("slide_right", 10, 50, 0, 0, 54, 0, 14.0, "#ffd040"),
+        Disc("slide_left", 60, 100, 54, 54, 0, 54, 14.0, "#40e0ff"),
+        Disc("grow", 110, 150, 30, 30, 30, 30, 0.0, "#ff6080"),
+        Disc("shrink", 160, 200, 30, 30, 30, 30, 0.0, "#a0ff60"),
+        Disc("blink", 210, 250, 20, 40, 20, 40, 20.0, "#f0f0f0"),
     )
     video = VideoPlan("handmade", "training", 260, 0, actions, ())
     path = tmp_path_factory.mktemp("render") / "handmade.mp4"
@@ -103,8 +103,8 @@ def test_each_class_moves_as_named(rendered):
     def centre_x(a, n):
         return np.flatnonzero(disc_mask(frames[n], a.color, band(a)).any(axis=0)).mean()
 
-    assert centre_x(right, right.first) + 80 < centre_x(right, right.last - 1)
-    assert centre_x(left, left.first) > centre_x(left, left.last - 1) + 80
+    assert centre_x(right, right.first) + 50 < centre_x(right, right.last - 1)
+    assert centre_x(left, left.first) > centre_x(left, left.last - 1) + 50
     box = lambda a: (a.x0, a.y0, SPRITE, SPRITE)  # noqa: E731
     grow_area = [disc_mask(frames[n], grow.color, box(grow)).sum() for n in range(grow.first, grow.last, 8)]
     shrink_area = [disc_mask(frames[n], shrink.color, box(shrink)).sum() for n in range(shrink.first, shrink.last, 8)]

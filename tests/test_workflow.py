@@ -6,6 +6,7 @@ import sys
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from snakemake.utils import validate
@@ -17,11 +18,16 @@ SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 TINY = {"seed": 1, "n_train": 2, "n_test": 1, "min_seconds": 6, "max_seconds": 8}
 
 
+# A head small enough to train in seconds on 6-8 s videos (15-20 snippets).
+TINY_HEAD = {"width": 16, "levels": 2, "window": 3, "heads": 2, "regression_ranges": [[0, 8], [8, 10000]]}
+
+
 def tiny_config(tmp_path, **datasets):
     config = {"targets": ["demo"],
               "backbones": {"tiny": {"preset": "tiny", "pixels": 32, "layers": [2, 4], "batch": 4}},
               "datasets": {"demo": {"type": "demo", "demo": TINY, "decode": {"fps": 10, "short_side": 64},
-                                    "backbone": "tiny"}, **datasets}}
+                                    "backbone": "tiny", "head": TINY_HEAD,
+                                    "train": {"epochs": 2, "warmup_epochs": 1}}, **datasets}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     return config
 
@@ -67,7 +73,7 @@ def test_bad_config_fails_at_parse_time_naming_the_key(tmp_path, change, message
 
 
 @pytest.mark.slow
-def test_demo_dag_decodes_and_caches_every_video_and_reruns_nothing(tmp_path):
+def test_demo_dag_runs_to_the_table_and_reruns_nothing(tmp_path):
     tiny_config(tmp_path)
     done = snakemake(tmp_path, "all", "results/demo/videos.json")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -80,7 +86,7 @@ def test_demo_dag_decodes_and_caches_every_video_and_reruns_nothing(tmp_path):
     assert sorted(index) == sorted(truth["database"]) == ["demo_test_000", "demo_train_000", "demo_train_001"]
     for video, info in index.items():
         assert info["frames"] == round(truth["database"][video]["duration"] * 10)
-        assert (info["width"], info["height"]) == (86, 64)  # 160x120 source
+        assert (info["width"], info["height"]) == (64, 64)  # 128x128 source
         assert (results / "videos" / f"{video}.mp4").is_file()
         assert (results / "benchmarks" / "decode" / f"{video}.tsv").is_file()
         store = cache.open_cache(results / "cache" / "tiny" / f"{video}.zarr",
@@ -88,6 +94,19 @@ def test_demo_dag_decodes_and_caches_every_video_and_reruns_nothing(tmp_path):
         assert stores[video]["snippets"] == store.snippets == cache.snippet_count(info["frames"], 16, 4)
         assert "clip/s" in (results / "logs" / "cache" / "tiny" / f"{video}.log").read_text()
     assert (results / "classes.txt").read_text().split() == truth["classes"]
+    table = pd.read_csv(results / "map.csv")
+    assert table["method"].tolist() == ["head_only", "losa"]
+    assert list(table.columns[1:7]) == ["mAP@0.30", "mAP@0.40", "mAP@0.50", "mAP@0.60", "mAP@0.70", "avg"]
+    assert table["trainable_params"].iloc[1] > table["trainable_params"].iloc[0] > 0
+    assert (table["peak_memory_mb"] > 0).all() and (table["train_minutes"] > 0).all()
+    assert (results / "map.md").read_text().startswith("| method |")
+    for method in ("head_only", "losa"):
+        assert len(pd.read_csv(results / method / "train_log.csv")) == 3
+        detections = json.loads((results / method / "detections.json").read_text())["results"]
+        assert list(detections) == ["demo_test_000"]  # the test subset only
+        own = pd.read_csv(results / method / "map.csv")
+        assert own["mAP"].iloc[-1] * 100 == pytest.approx(table["avg"].iloc[table["method"].tolist().index(method)])
+        assert not (results / method / "checkpoint.pt").exists()
     again = snakemake(tmp_path, "all", "results/demo/videos.json")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
@@ -133,11 +152,14 @@ def test_imported_features_become_the_cache_without_videos(tmp_path):
     with h5py.File(tmp_path / "feats.h5", "w") as f:
         f["v_a"], f["v_b"] = np.ones((8, 6)), np.zeros((8, 6))
     tiny_config(tmp_path, anet={"type": "activitynet", "annotations": "anet.json", "videos": "none",
-                                "test_subset": "validation", "decode": {"fps": 4, "short_side": 32}, "backbone": "pub",
-                                "features": {"pub": {"path": "feats.h5"}}})
-    done = snakemake(tmp_path, "results/anet/cache/pub.json")
+                                "train_subset": "validation", "test_subset": "validation",
+                                "decode": {"fps": 4, "short_side": 32}, "backbone": "pub",
+                                "features": {"pub": {"path": "feats.h5"}}, "methods": ["head_only"],
+                                "head": TINY_HEAD, "train": {"epochs": 1, "warmup_epochs": 1}})
+    done = snakemake(tmp_path, "results/anet/map.csv")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "rule decode" not in done.stdout + done.stderr
+    assert "rule decode" not in done.stdout + done.stderr and "rule backbone" not in done.stdout + done.stderr
+    assert pd.read_csv(tmp_path / "results/anet/map.csv")["method"].tolist() == ["head_only"]
     stores = json.loads((tmp_path / "results/anet/cache/pub.json").read_text())["stores"]
     assert {v: s["snippets"] for v, s in stores.items()} == {"a": 8, "b": 8}
     store = cache.open_cache(tmp_path / stores["a"]["path"], expect={"layers": [-1], "backbone": "pub"})

@@ -166,6 +166,17 @@ class StoreWriter:
         return attrs
 
 
+def write_store(path, source, layers, pooled, temporal=None, **attrs):
+    """A complete store from activations in memory: pooled (layers, T, C) [temporal (layers, T,
+    t, C)], with `attrs` (the REQUIRED_ATTRS the writer does not know)."""
+    rows = {"pooled": pooled} if temporal is None else {"pooled": pooled, "temporal": temporal}
+    with atomic_path(path) as tmp:
+        writer = StoreWriter(zarr.open_group(tmp, mode="w"), source, layers, pooled.shape[-1],
+                             0 if temporal is None else temporal.shape[2], pooled.shape[1])
+        writer.append(rows)
+        return writer.finish(**attrs)
+
+
 def resolve_device(name="auto"):
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -368,13 +379,9 @@ def import_features(source, annotations, out_dir, index, name, snippet_frames=16
         if abs(features.shape[0] - expected) > max(2, 0.05 * expected):
             log.warning("%s: %d snippets, but %.1f s at %g fps with stride %d gives %d: check fps and stride",
                         where, features.shape[0], database[video]["duration"], video_fps, stride, expected)
-        path = out_dir / f"{video}.zarr"
-        with atomic_path(path) as tmp:
-            group = zarr.open_group(tmp, mode="w")
-            writer = StoreWriter(group, where, [-1], channels, 0, features.shape[0])
-            writer.append({"pooled": np.asarray(features, np.float32)[None]})
-            writer.finish(backbone=name, preset="imported", identity=f"imported:{Path(source).name}/{key}",
-                          snippet_frames=snippet_frames, stride=stride, fps=video_fps, pixels=None,
-                          precision=str(features.dtype), video=video)
+        write_store(out_dir / f"{video}.zarr", where, [-1], np.asarray(features, np.float32)[None],
+                    backbone=name, preset="imported", identity=f"imported:{Path(source).name}/{key}",
+                    snippet_frames=snippet_frames, stride=stride, fps=video_fps, pixels=None,
+                    precision=str(features.dtype), video=video)
     return write_index(annotations, out_dir, index, subsets, allow_missing=True)
 

@@ -1,13 +1,14 @@
 """`actloc <stage> ...`: the command line each Snakemake rule calls, usable by hand too."""
 
 import argparse
+import json
 import logging
 import sys
 
 import torch
 
-from . import annotations, backbone, cache, decode, demo_data, evaluate
-from .io import InputError, write_json
+from . import annotations, backbone, cache, decode, demo_data, evaluate, infer, report, train
+from .io import InputError, read_json, write_json
 
 log = logging.getLogger("actloc")
 
@@ -29,6 +30,14 @@ def add_snippet_options(parser):
 def add_video_list_options(parser):
     parser.add_argument("--annotations", required=True, help="annotations.json: the dataset's videos")
     parser.add_argument("--subsets", nargs="+", choices=annotations.SUBSETS, help="only these (default: all)")
+
+
+def add_model_input_options(parser):
+    parser.add_argument("--index", required=True, help="the cache index (results/{ds}/cache/{backbone}.json)")
+    parser.add_argument("--annotations", required=True, help="annotations.json of the dataset")
+    parser.add_argument("--subset", required=True, choices=annotations.SUBSETS)
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch")
 
 
 def add_index_parser(sub, name, help, folder_help, func):
@@ -93,6 +102,37 @@ def cmd_import_features(args):
     index = cache.import_features(args.source, args.annotations, args.out_dir, args.index, args.name,
                                   args.snippet_frames, args.stride, args.fps, args.missing, args.subsets)
     log.info("%s: %d videos imported", args.index, len(index))
+
+
+def cmd_train(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    summary = train.train(args.index, args.annotations, args.subset, read_settings(args.settings), args.out_model,
+                          args.out_log, args.out_summary, args.checkpoint, args.device)
+    log.info("%s: %s, %d trainable parameters, %.1f s, peak %.0f MB", args.out_model, summary["method"],
+             summary["trainable_parameters"], summary["train_seconds"], summary["peak_memory_mb"])
+
+
+def cmd_infer(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    count = infer.run(args.model, args.index, args.annotations, args.subset, args.out, args.device)
+    log.info("%s: %d detections", args.out, count)
+
+
+def cmd_report(args):
+    table = report.run(args.methods, args.maps, args.summaries, args.out_csv, args.out_md)
+    print(report.markdown(table), end="")
+
+
+def read_settings(text):
+    """--settings: inline JSON, or @file.json."""
+    if text.startswith("@"):
+        return read_json(text[1:])
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"--settings: not valid JSON ({err})") from None
 
 
 def cmd_evaluate(args):
@@ -173,6 +213,31 @@ def parser():
     p.add_argument("--missing", default="error", choices=["error", "skip"],
                    help="videos without features: fail, or go on without them")
     p.set_defaults(func=cmd_import_features)
+
+    p = sub.add_parser("train", help="train one method (adapters + head) against a dataset's cache")
+    add_model_input_options(p)
+    p.add_argument("--settings", required=True,
+                   help='JSON (or @file.json): {"method": "head_only"|"losa", "head": {...}, "losa": {...}, '
+                        '"train": {...}}; what is left out takes its default')
+    p.add_argument("--out-model", required=True, help="model.pt: the EMA weights and settings")
+    p.add_argument("--out-log", required=True, help="train_log.csv, a row per epoch")
+    p.add_argument("--out-summary", required=True, help="train.json: parameters, peak memory, time")
+    p.add_argument("--checkpoint", help="per-epoch checkpoint; a training that finds its own resumes from it")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("infer", help="detections of a trained method on a subset, in seconds")
+    add_model_input_options(p)
+    p.add_argument("--model", required=True, help="model.pt written by actloc train")
+    p.add_argument("--out", required=True, help="detections.json (ActivityNet result form)")
+    p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("report", help="one table of every method's mAP, parameters, memory and time")
+    p.add_argument("--methods", nargs="+", required=True)
+    p.add_argument("--maps", nargs="+", required=True, help="each method's map.csv, in the same order")
+    p.add_argument("--summaries", nargs="+", required=True, help="each method's train.json, in the same order")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("evaluate", help="detection mAP (official ActivityNet algorithm)")
     p.add_argument("--annotations", required=True, help="annotations.json of the dataset")

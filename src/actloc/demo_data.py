@@ -25,12 +25,13 @@ from .io import InputError, atomic_path, write_json
 CLASSES = ("blink", "grow", "shrink", "slide_left", "slide_right")
 DISTRACTORS = ("still", "drift")
 SUBSETS = {"training": "train", "testing": "test"}
-WIDTH, HEIGHT, FPS = 160, 120, 20
-SPRITE = 24  # side of the square each disc is drawn in
-RADIUS = (3.0, 11.0)  # smallest and largest disc radius, pixels
+# Square frames: the backbone sees all of them (it centre-crops to a square).
+WIDTH, HEIGHT, FPS = 128, 128, 20
+SPRITE = 74  # side of the square each disc is drawn in
+RADIUS = (14.0, 36.0)  # smallest and largest disc radius, pixels
 BLINK_PERIOD = FPS // 2  # frames: on for half of it, off for the other half
 PALETTE = ("#ffd040", "#40e0ff", "#ff6080", "#a0ff60", "#f0f0f0", "#c080ff")
-BACKGROUND = ("#203040", "#405020", "#402030", "#304848", "#483820")
+BACKGROUND = ("#102080", "#804010")  # left and right ends of the horizontal gradient
 
 
 @dataclass(frozen=True)
@@ -96,13 +97,13 @@ def random_disc(rng, kind, first, last):
 
 
 def plan_video(seed, subset, index, min_seconds=20, max_seconds=60):
-    """Lay out one video: non-overlapping actions of 0.5-8 s separated by 1-4 s gaps."""
+    """Lay out one video: non-overlapping actions of 1-8 s separated by 1-4 s gaps."""
     rng = np.random.default_rng([seed, list(SUBSETS).index(subset), index])
     frames = int(rng.integers(min_seconds, max_seconds + 1)) * FPS
     actions, frame = [], 0
     while True:
         frame += int(rng.uniform(1, 4) * FPS)
-        length = int(round(math.exp(rng.uniform(math.log(0.5), math.log(8))) * FPS))
+        length = int(round(math.exp(rng.uniform(math.log(1), math.log(8))) * FPS))
         length = min(length, frames - FPS // 2 - frame)  # the last one ends 0.5 s before the end
         if length < FPS // 2:
             break
@@ -159,15 +160,9 @@ def _radius_expr(disc):
 
 def filter_graph(video):
     """The lavfi graph that draws `video`: background, then distractors, then actions."""
-    rng = np.random.default_rng([video.seed, 99, video.frames, len(video.actions)])
-    colors = rng.choice(BACKGROUND, size=3, replace=False)
-    size = f"{WIDTH}x{HEIGHT}"
-    texture = int(rng.integers(1, 2**31))
-    chains = [
-        f"cellauto=s={size}:rate={FPS}:rule=30:seed={texture},format=gray,lutyuv=y='val*0.25+60'[tex]",
-        f"gradients=s={size}:r={FPS}:speed=0.015:seed={texture}:c0={colors[0]}:c1={colors[1]}:c2={colors[2]}[grad]",
-        "[grad][tex]blend=all_mode=overlay,format=rgb24[bg0]",
-    ]
+    left, right = BACKGROUND
+    chains = [f"gradients=s={WIDTH}x{HEIGHT}:r={FPS}:c0={left}:c1={right}:nb_colors=2:x0=0:y0={HEIGHT // 2}"
+              f":x1={WIDTH - 1}:y1={HEIGHT // 2}:speed=0.00001,format=rgb24[bg0]"]
     centre = (SPRITE - 1) / 2
     discs = video.distractors + video.actions
     for i, d in enumerate(discs):

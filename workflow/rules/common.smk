@@ -4,11 +4,16 @@ import shlex
 from functools import cache
 from pathlib import Path
 
+from actloc.config import method_settings
+
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 DEMO_DATASETS = [ds for ds, d in config["datasets"].items() if d["type"] == "demo"]
 BACKBONES = list(config["backbones"])
 # Published features imported as caches, named per dataset under `features`.
 IMPORTED = sorted({name for d in config["datasets"].values() for name in d["features"]})
+METHODS = list(config["methods"])
+# Folders of results/{ds}/ that a method's results/{ds}/{method}/ must not shadow.
+RESERVED = {"cache", "videos", "source", "logs", "benchmarks"}
 
 for ds in config["targets"]:
     if ds not in config["datasets"]:
@@ -20,6 +25,15 @@ for ds, d in config["datasets"].items():
         raise ValueError(
             f"config.yaml: dataset {ds!r} uses backbone {d['backbone']!r}, which is"
             " neither under backbones nor under its features"
+        )
+for name in set(METHODS) & RESERVED:
+    raise ValueError(
+        f"config.yaml: method name {name!r} is reserved for a folder of results/<dataset>/"
+    )
+for ds, d in config["datasets"].items():
+    for method in set(d["methods"]) - set(METHODS):
+        raise ValueError(
+            f"config.yaml: dataset {ds!r} lists method {method!r}, which is not under methods"
         )
 for name in set(IMPORTED) & set(BACKBONES):
     raise ValueError(
@@ -76,6 +90,12 @@ def source_video(wildcards):
         return f"results/{wildcards.ds}/source/{wildcards.video}.mp4"
     stem = all_videos(wildcards)[wildcards.video]["file"]
     folder = Path(d["videos"])
+    if not folder.is_dir():
+        raise ValueError(
+            f"config.yaml: dataset {wildcards.ds!r} reads its videos from {folder}/, which does"
+            f" not exist: put the videos there (named like {stem}.mp4), point `videos` at them,"
+            " or train on imported features (see `features`)"
+        )
     for suffix in VIDEO_SUFFIXES:
         if (folder / (stem + suffix)).exists():
             return str(folder / (stem + suffix))
@@ -98,3 +118,18 @@ def backbone_args(wildcards):
     args += ["--layers", *map(str, b["layers"])] if "layers" in b else []
     args += ["--temporal" if b["temporal"] else "--no-temporal"]
     return shlex.join(args)
+
+
+def cache_index(wildcards):
+    """The index of the cache the dataset's methods train on."""
+    return f"results/{wildcards.ds}/cache/{dataset(wildcards)['backbone']}.json"
+
+
+def methods_of(wildcards):
+    return dataset(wildcards)["methods"]
+
+
+def train_settings(wildcards):
+    """`actloc train --settings`, as JSON."""
+    settings = method_settings(config, wildcards.ds, wildcards.method)
+    return json.dumps(settings, sort_keys=True)

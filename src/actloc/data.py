@@ -1,0 +1,118 @@
+"""What training and inference read: each video's cache store and its ground truth in snippets.
+
+Snippet i of a store is centred at (i * stride + frames / 2) / fps seconds (DESIGN section 4),
+so a time s is at step (s * fps - frames / 2) / stride. Segments are kept in steps here.
+"""
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .cache import Cache, open_cache
+from .io import InputError, read_json
+
+log = logging.getLogger(__name__)
+
+# Attributes every store of one training must share.
+SHARED_ATTRS = ("backbone", "identity", "layers", "channels", "temporal", "snippet_frames", "stride")
+
+
+@dataclass
+class Video:
+    name: str
+    cache: Cache
+    duration: float
+    segments: torch.Tensor  # (G, 2) float, in steps
+    labels: torch.Tensor  # (G,) int64, class indices
+
+    @property
+    def length(self):
+        return self.cache.snippets
+
+
+def seconds_to_steps(seconds, attrs):
+    return (seconds * attrs["fps"] - attrs["snippet_frames"] / 2) / attrs["stride"]
+
+
+def steps_to_seconds(steps, attrs):
+    return (steps * attrs["stride"] + attrs["snippet_frames"] / 2) / attrs["fps"]
+
+
+def load(index_path, annotations_path, subset):
+    """The cached videos of `subset` and the dataset's classes.
+
+    Videos the index lists as missing (imported features with `missing: skip`) are left out
+    with a warning; stores built with different settings are an error.
+    """
+    index, dataset = read_json(index_path), read_json(annotations_path)
+    classes = dataset["classes"]
+    entries = {v: e for v, e in dataset["database"].items() if e["subset"] == subset}
+    skipped = sorted(set(entries) & set(index.get("missing", [])))
+    if skipped:
+        log.warning("%d %s videos have no cache and are left out: %s", len(skipped), subset, ", ".join(skipped[:10]))
+    absent = sorted(set(entries) - set(index["stores"]) - set(skipped))
+    if absent:
+        raise InputError(f"{index_path}: lists no store for {len(absent)} {subset} video(s) of "
+                         f"{annotations_path}, e.g. {', '.join(absent[:5])}; rerun the cache stage")
+    videos, first = [], None
+    for name in sorted(set(entries) - set(skipped)):
+        cache = open_cache(index["stores"][name]["path"])
+        first = first or cache
+        differ = [key for key in SHARED_ATTRS if cache.attrs[key] != first.attrs[key]]
+        if differ:
+            raise InputError(f"{cache.path}: {', '.join(differ)} differ(s) from {first.path}; one training "
+                             f"needs stores built with the same settings")
+        actions = entries[name]["annotations"]
+        seconds = torch.tensor([a["segment"] for a in actions], dtype=torch.float64).reshape(-1, 2)
+        labels = torch.tensor([classes.index(a["label"]) for a in actions], dtype=torch.int64)
+        videos.append(Video(name, cache, entries[name]["duration"],
+                            seconds_to_steps(seconds, cache.attrs).float(), labels))
+    if not videos:
+        raise InputError(f"{annotations_path}: no {subset} video to work on")
+    return videos, classes
+
+
+def training_window(video, max_length, generator, keep_fraction=0.5, tries=100):
+    """A random [start, stop) of at most `max_length` steps that keeps at least `keep_fraction`
+    of some action (ActionFormer's truncation); the whole video when it is short enough."""
+    if video.length <= max_length:
+        return 0, video.length
+    for _ in range(tries):
+        start = int(torch.randint(video.length - max_length + 1, (1,), generator=generator))
+        stop = start + max_length
+        inside = (video.segments[:, 1].clamp(max=stop) - video.segments[:, 0].clamp(min=start)).clamp(min=0)
+        lengths = (video.segments[:, 1] - video.segments[:, 0]).clamp(min=1e-6)
+        if (inside / lengths >= keep_fraction).any():
+            break
+    return start, stop
+
+
+def collate(videos, windows, layers, temporal, multiple):
+    """A padded batch of windows: pooled (B, L, T, C), temporal (B, L, T, t, C) or None, mask
+    (B, T), the real lengths, and each window's targets (segments in its own steps, labels).
+    T is the longest window rounded up to a multiple of `multiple`."""
+    reads = [v.cache.read(start, stop, layers, temporal) for v, (start, stop) in zip(videos, windows)]
+    length = max(stop - start for start, stop in windows)
+    length = -(-length // multiple) * multiple
+
+    def padded(name):
+        return torch.stack([F.pad(r[name].movedim(1, -1), (0, length - r[name].shape[1])).movedim(-1, 1)
+                            for r in reads])
+
+    mask = torch.zeros(len(videos), length, dtype=torch.bool)
+    targets = []
+    for row, (video, (start, stop)) in enumerate(zip(videos, windows)):
+        mask[row, :stop - start] = True
+        segments = (video.segments - start).clamp(0, stop - start)
+        keep = segments[:, 1] > segments[:, 0]
+        targets.append((segments[keep], video.labels[keep]))
+    return {"pooled": padded("pooled"), "temporal": padded("temporal") if temporal else None, "mask": mask,
+            "lengths": [stop - start for start, stop in windows], "targets": targets}
+
+
+def to_device(batch, device):
+    moved = {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
+    moved["targets"] = [(s.to(device), lab.to(device)) for s, lab in batch["targets"]]
+    return moved

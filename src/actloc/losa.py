@@ -1,0 +1,106 @@
+"""LoSA: long-short-range adapters over cached backbone activations (DESIGN section 7).
+
+Inputs per video are the cached tapped layers: `pooled` (B, L, T, C) and `temporal`
+(B, L, T, t, C), with a mask (B, T) of real snippets. They are constants (the cache), so no
+gradient can reach the backbone. At each tapped layer l, in order, a running state s gives
+x = pooled_l + s; a short-range adapter lets every snippet attend to its neighbours' temporal
+tokens and a long-range adapter lets it attend to every snippet of the video; then
+s = x + short + long. The features handed to the head are
+
+    LayerNorm(pooled_last + sum_l tanh(alpha_l) * short_l + tanh(beta_l) * long_l)
+
+with per-channel gates alpha, beta starting at zero, so an untrained LoSA is exactly head_only.
+The adapters' own weights start random: were their up-projections zero too, every gradient
+would be a product of two zeros and nothing would ever train.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LosaConfig:
+    reduction: int = 4  # adapter width = channels // reduction
+    heads: int = 8
+    short_window: int = 2  # the short-range adapter sees snippets i-w .. i+w
+    long_window: int | None = None  # None: the whole video; else only snippets within +-window
+
+
+class ShortRange(nn.Module):
+    """Each snippet (query) cross-attends to the temporal tokens of snippets within +-window."""
+
+    def __init__(self, channels, width, heads, window):
+        super().__init__()
+        self.heads, self.window = heads, window
+        self.norm_query, self.norm_tokens = nn.LayerNorm(channels), nn.LayerNorm(channels)
+        self.query = nn.Linear(channels, width)
+        self.key_value = nn.Linear(channels, 2 * width)
+        self.up = nn.Linear(width, channels)
+
+    def forward(self, x, tokens, mask):
+        b, t, steps, _ = tokens.shape
+        span = 2 * self.window + 1
+        q = self.query(self.norm_query(x)).unflatten(-1, (self.heads, -1))  # (B, T, H, e)
+        kv = self.key_value(self.norm_tokens(tokens))  # (B, T, t, 2d): projected before gathering
+        kv = F.pad(kv, (0, 0, 0, 0, self.window, self.window)).unfold(1, span, 1)  # (B, T, t, 2d, span)
+        k, v = kv.unflatten(3, (2, self.heads, -1)).unbind(3)  # each (B, T, t, H, e, span)
+        scores = torch.einsum("bthe,btshew->bthsw", q, k) / q.shape[-1] ** 0.5
+        visible = F.pad(mask, (self.window, self.window)).unfold(1, span, 1)  # (B, T, span)
+        scores = scores.masked_fill(~visible[:, :, None, None], torch.finfo(scores.dtype).min)
+        weights = scores.flatten(-2).softmax(-1).view_as(scores)
+        out = torch.einsum("bthsw,btshew->bthe", weights, v)
+        return self.up(out.flatten(-2))
+
+
+class LongRange(nn.Module):
+    """Bottleneck self-attention over every snippet of the video (or a +-window band)."""
+
+    def __init__(self, channels, width, heads, window=None):
+        super().__init__()
+        self.heads, self.window = heads, window
+        self.norm = nn.LayerNorm(channels)
+        self.qkv = nn.Linear(channels, 3 * width)
+        self.up = nn.Linear(width, channels)
+
+    def forward(self, x, mask):
+        b, t, _ = x.shape
+        q, k, v = self.qkv(self.norm(x)).view(b, t, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        allowed = None if bool(mask.all()) else mask[:, None, None, :]  # unmasked: the fast kernels
+        if self.window is not None:
+            steps = torch.arange(t, device=x.device)
+            band = (steps[:, None] - steps[None, :]).abs() <= self.window
+            allowed = band if allowed is None else allowed & band
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # (B, H, T, e)
+        return self.up(out.transpose(1, 2).flatten(-2))
+
+
+class LoSA(nn.Module):
+    def __init__(self, channels, layers, config=LosaConfig()):
+        super().__init__()
+        width = channels // config.reduction
+        if width % config.heads:
+            raise ValueError(f"losa: adapter width {width} (channels {channels} / reduction "
+                             f"{config.reduction}) is not a multiple of heads {config.heads}")
+        self.short = nn.ModuleList(ShortRange(channels, width, config.heads, config.short_window)
+                                   for _ in range(layers))
+        self.long = nn.ModuleList(LongRange(channels, width, config.heads, config.long_window)
+                                  for _ in range(layers))
+        self.alpha = nn.Parameter(torch.zeros(layers, channels))
+        self.beta = nn.Parameter(torch.zeros(layers, channels))
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, pooled, temporal, mask):
+        """(B, T, C) features for the head from pooled (B, L, T, C) and temporal (B, L, T, t, C)."""
+        if temporal is None:
+            raise ValueError("losa needs the cache's temporal tokens (backbone temporal: true)")
+        keep = mask[..., None].to(pooled.dtype)
+        state, fused = torch.zeros_like(pooled[:, 0]), pooled[:, -1]
+        for layer, (short, long) in enumerate(zip(self.short, self.long)):
+            x = pooled[:, layer] + state
+            s, g = short(x, temporal[:, layer], mask) * keep, long(x, mask) * keep
+            state = x + s + g
+            fused = fused + self.alpha[layer].tanh() * s + self.beta[layer].tanh() * g
+        return self.norm(fused)

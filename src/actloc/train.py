@@ -1,0 +1,185 @@
+"""Train stage: one method (adapters + head) against the cache, never touching the backbone.
+
+AdamW with no weight decay on biases, norms and gates; per-iteration linear warm-up then
+cosine decay; gradient clipping; an EMA of the weights, which is what model.pt holds. Each
+epoch draws its video order and training windows from a generator seeded by (seed, epoch), and
+algorithms are deterministic, so a rerun gives the same weights, and a training resumed from
+its per-epoch checkpoint ends where an uninterrupted one would.
+"""
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import resource
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from . import data, model
+from .cache import resolve_device
+from .io import InputError, atomic_path, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+
+STATISTICS_VIDEOS = 64  # the input standardisation is estimated on at most this many training videos
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30  # cosine epochs, after the warm-up ones
+    warmup_epochs: int = 5
+    batch: int = 2
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    clip: float = 1.0
+    ema: float = 0.999
+    max_length: int = 2304  # training windows, in snippets
+    keep_fraction: float = 0.5  # a window keeps at least this much of some action
+    seed: int = 0
+
+
+def full_settings(settings):
+    """A method's settings with every default written out (what model.pt records)."""
+    try:
+        if settings.get("method") not in model.METHODS:
+            raise ValueError(f"method must be one of {', '.join(model.METHODS)}, got {settings.get('method')!r}")
+        head, losa = model.configs(settings)
+        train = TrainConfig(**settings.get("train", {}))
+    except (TypeError, ValueError) as err:  # unknown keys are TypeErrors of the dataclasses
+        raise InputError(f"training settings: {err}") from None
+    return {"method": settings["method"], "head": asdict(head), "losa": asdict(losa), "train": asdict(train)}
+
+
+def lr_factor(step, warmup, total):
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+class EMA:
+    """Exponential moving average of a model's weights; the decay ramps up as (1+n)/(10+n)
+    over the first updates, so short trainings are not dominated by the initial weights."""
+
+    def __init__(self, source, decay):
+        self.model = copy.deepcopy(source).eval().requires_grad_(False)
+        self.decay, self.updates = decay, 0
+
+    @torch.no_grad()
+    def update(self, source):
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for mine, theirs in zip(self.model.state_dict().values(), source.state_dict().values()):
+            if mine.is_floating_point():
+                mine.lerp_(theirs, 1 - decay)
+            else:
+                mine.copy_(theirs)
+
+
+def peak_memory_mb(device):
+    """CUDA: the most memory tensors held; CPU: the process's peak resident size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def fingerprint(settings, *paths):
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for path in paths:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
+
+
+def make_deterministic(seed):
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(seed)
+
+
+def parameter_groups(net, weight_decay):
+    """Weight decay on weight matrices and kernels only, not on biases, norms, scales, gates."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+
+
+def train(index, annotations, subset, settings, out_model, out_log, out_summary, checkpoint=None, device="auto"):
+    """The `actloc train` command. Returns the summary written to `out_summary`."""
+    settings = full_settings(settings)
+    cfg = TrainConfig(**settings["train"])
+    device = resolve_device(device)
+    make_deterministic(cfg.seed)
+    videos, classes = data.load(index, annotations, subset)
+    attrs = videos[0].cache.attrs
+    net = model.build(settings, attrs["channels"], len(attrs["layers"]), len(classes)).to(device)
+    layers, temporal = net.reads
+    net.fit_standardisation(v.cache.read(layers=layers, temporal=temporal) for v in videos[:STATISTICS_VIDEOS])
+    optimizer = torch.optim.AdamW(parameter_groups(net, cfg.weight_decay), lr=cfg.lr)
+    per_epoch = math.ceil(len(videos) / cfg.batch)
+    epochs = cfg.warmup_epochs + cfg.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, cfg.warmup_epochs * per_epoch, epochs * per_epoch))
+    ema = EMA(net, cfg.ema)
+    rows, key = [], fingerprint(settings, index, annotations)
+    if checkpoint and Path(checkpoint).is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        if state["fingerprint"] == key:
+            net.load_state_dict(state["model"])
+            ema.model.load_state_dict(state["ema"])
+            ema.updates = state["ema_updates"]
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            rows = state["log"]
+            log.info("%s: resuming after epoch %d", checkpoint, len(rows))
+        else:
+            log.info("%s: from other settings or inputs; starting afresh", checkpoint)
+    bar = tqdm(total=epochs * per_epoch, initial=len(rows) * per_epoch, desc=f"train {settings['method']}",
+               unit="step")
+    for epoch in range(len(rows), epochs):
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(videos), generator=generator).tolist()
+        net.train()
+        sums, started = defaultdict(float), time.perf_counter()
+        for first in range(0, len(order), cfg.batch):
+            chosen = [videos[i] for i in order[first:first + cfg.batch]]
+            windows = [data.training_window(v, cfg.max_length, generator, cfg.keep_fraction) for v in chosen]
+            batch = data.to_device(data.collate(chosen, windows, layers, temporal, net.head.max_stride), device)
+            losses = net.head.loss(net(batch), batch["targets"])
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
+            optimizer.step()
+            scheduler.step()
+            ema.update(net)
+            for name, value in losses.items():
+                sums[name] += value.item() / per_epoch
+            bar.update()
+            bar.set_postfix(loss=f"{losses['loss'].item():.3f}")
+        rows.append({"epoch": epoch + 1, **sums, "lr": scheduler.get_last_lr()[0],
+                     "seconds": time.perf_counter() - started, "peak_memory_mb": peak_memory_mb(device)})
+        if checkpoint:
+            with atomic_path(checkpoint) as tmp:
+                torch.save({"fingerprint": key, "model": net.state_dict(), "ema": ema.model.state_dict(),
+                            "ema_updates": ema.updates, "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "log": rows}, tmp)
+    bar.close()
+    table = pd.DataFrame(rows)
+    summary = {"method": settings["method"], "seed": cfg.seed, "epochs": epochs, "videos": len(videos),
+               "trainable_parameters": model.trainable_parameters(net),
+               "peak_memory_mb": round(float(table["peak_memory_mb"].max()), 1),
+               "train_seconds": round(float(table["seconds"].sum()), 2), "device": str(device),
+               "final_loss": round(float(table["loss"].iloc[-1]), 6)}
+    model.save(out_model, ema.model, settings, classes, {k: attrs[k] for k in data.SHARED_ATTRS}, summary)
+    write_text(out_log, table.to_csv(index=False, float_format="%.6g"))
+    write_json(out_summary, summary)
+    if checkpoint:
+        Path(checkpoint).unlink(missing_ok=True)
+    return summary

@@ -1,0 +1,131 @@
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from actloc import data, evaluate, infer, model, train
+from actloc.io import InputError, read_json
+
+SMALL_HEAD = {"width": 32, "levels": 3, "window": 5, "heads": 2, "regression_ranges": [[0, 4], [4, 8], [8, 10000]]}
+
+
+def settings(method="head_only", **train_settings):
+    return {"method": method, "head": SMALL_HEAD, "losa": {"reduction": 2, "heads": 2},
+            "train": {"epochs": 40, "warmup_epochs": 2, "lr": 3e-3, "batch": 2, **train_settings}}
+
+
+def run_training(tmp_path, dataset, method="head_only", checkpoint=None, **train_settings):
+    index, annotations = dataset
+    out = tmp_path / method
+    summary = train.train(index, annotations, "training", settings(method, **train_settings), out / "model.pt",
+                          out / "train_log.csv", out / "train.json", checkpoint, "cpu")
+    return out, summary
+
+
+def test_schedule_warms_up_linearly_then_decays_as_a_cosine():
+    assert [train.lr_factor(s, 4, 12) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert train.lr_factor(8, 4, 12) == pytest.approx(0.5)
+    assert train.lr_factor(12, 4, 12) == pytest.approx(0.0)
+
+
+def test_ema_ramps_its_decay_up():
+    net = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(net.weight)
+    ema = train.EMA(net, 0.999)
+    torch.nn.init.ones_(net.weight)
+    ema.update(net)  # decay min(0.999, 2 / 11)
+    assert ema.model.weight.item() == pytest.approx(9 / 11)
+    for _ in range(10_000):
+        ema.update(net)
+    assert ema.model.weight.item() == pytest.approx(1.0)
+
+
+def test_training_windows_keep_half_an_action_and_collate_pads_and_shifts(synthetic_dataset):
+    videos, classes = data.load(*synthetic_dataset, "training")
+    assert classes == ["a", "b", "c"] and len(videos) == 6
+    video = videos[0]
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        start, stop = data.training_window(video, 16, generator)
+        inside = (video.segments[:, 1].clamp(max=stop) - video.segments[:, 0].clamp(min=start)).clamp(min=0)
+        assert stop - start == 16 and (inside / (video.segments[:, 1] - video.segments[:, 0]) >= 0.5).any()
+    assert data.training_window(video, 1000, generator) == (0, video.length)
+    batch = data.collate([videos[0], videos[1]], [(3, 13), (0, 20)], None, True, 8)
+    assert batch["pooled"].shape == (2, 2, 24, 8) and batch["temporal"].shape == (2, 2, 24, 4, 8)
+    assert batch["mask"].sum(1).tolist() == [10, 20] and batch["pooled"][0, :, 10:].abs().sum() == 0
+    segments, _ = batch["targets"][0]
+    expected = (videos[0].segments - 3).clamp(0, 10)
+    assert torch.equal(segments, expected[expected[:, 1] > expected[:, 0]])
+
+
+def test_ground_truth_seconds_map_to_snippet_centres_and_back():
+    attrs = {"fps": 30.0, "snippet_frames": 16, "stride": 4}
+    assert data.seconds_to_steps(8 / 30, attrs) == 0  # snippet 0 is centred at frame 8
+    assert data.steps_to_seconds(10, attrs) == pytest.approx(48 / 30)
+    assert data.seconds_to_steps(data.steps_to_seconds(7.5, attrs), attrs) == pytest.approx(7.5)
+
+
+@pytest.mark.parametrize("method", ["head_only", "losa"])
+def test_a_small_model_overfits_a_few_videos(tmp_path, synthetic_dataset, method):
+    out, summary = run_training(tmp_path, synthetic_dataset, method)
+    index, annotations = synthetic_dataset
+    infer.run(out / "model.pt", index, annotations, "training", out / "detections.json", "cpu")
+    table, _ = evaluate.run(annotations, out / "detections.json", "training", "thumos", out / "map.csv",
+                            out / "per_class.csv")
+    assert table["mAP"].iloc[-1] > 0.95
+    log = pd.read_csv(out / "train_log.csv")
+    assert list(log["epoch"]) == list(range(1, 43)) and log["loss"].iloc[-1] < log["loss"].iloc[0] / 3
+    assert summary["trainable_parameters"] == sum(p.numel() for p in model.load(out / "model.pt")[0].parameters())
+    assert read_json(out / "train.json") == summary
+    detections = read_json(out / "detections.json")["results"]
+    assert set(detections) == {f"video_{i}" for i in range(6)}
+    assert all(0 <= d["segment"][0] < d["segment"][1] for ds in detections.values() for d in ds)
+
+
+def test_reruns_are_identical_and_an_interrupted_training_resumes_to_the_same_weights(
+        tmp_path, synthetic_dataset, monkeypatch):
+    first, _ = run_training(tmp_path / "1", synthetic_dataset, epochs=4)
+    again, _ = run_training(tmp_path / "2", synthetic_dataset, epochs=4)
+    weights = torch.load(first / "model.pt", weights_only=True)["state"]
+    for key, value in torch.load(again / "model.pt", weights_only=True)["state"].items():
+        assert torch.equal(value, weights[key]), key
+
+    checkpoint = tmp_path / "checkpoint.pt"
+    collate, calls = data.collate, []
+
+    def dies_in_epoch_four(*args):
+        calls.append(1)
+        if len(calls) == 3 * 3 + 1:  # 3 steps an epoch: the first step of epoch 4
+            raise KeyboardInterrupt
+        return collate(*args)
+
+    monkeypatch.setattr(data, "collate", dies_in_epoch_four)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(tmp_path / "3", synthetic_dataset, checkpoint=checkpoint, epochs=4)
+    assert checkpoint.is_file() and not (tmp_path / "3" / "head_only" / "model.pt").exists()
+    monkeypatch.setattr(data, "collate", collate)
+    resumed, _ = run_training(tmp_path / "3", synthetic_dataset, checkpoint=checkpoint, epochs=4)
+    for key, value in torch.load(resumed / "model.pt", weights_only=True)["state"].items():
+        assert torch.equal(value, weights[key]), key
+    assert not checkpoint.exists()
+    log = pd.read_csv(resumed / "train_log.csv")
+    assert list(log["epoch"]) == list(range(1, 7))
+    # A checkpoint of other settings is not resumed from.
+    run_training(tmp_path / "4", synthetic_dataset, checkpoint=checkpoint, epochs=1)
+    assert math.isfinite(pd.read_csv(tmp_path / "4" / "head_only" / "train_log.csv")["loss"].iloc[-1])
+
+
+def test_bad_settings_and_inputs_are_clear_errors(tmp_path, synthetic_dataset):
+    index, annotations = synthetic_dataset
+    with pytest.raises(InputError, match="unexpected keyword argument 'epoch'"):
+        train.full_settings({"method": "losa", "train": {"epoch": 3}})
+    with pytest.raises(InputError, match="method must be one of"):
+        train.full_settings({"method": "lofi"})
+    with pytest.raises(InputError, match="levels need as many regression ranges"):
+        train.full_settings({"method": "losa", "head": {"levels": 2}})
+    with pytest.raises(InputError, match="no testing video"):
+        data.load(index, annotations, "testing")
+    (tmp_path / "model.pt").write_text("junk")
+    with pytest.raises(InputError, match="not a model written by actloc train"):
+        model.load(tmp_path / "model.pt")

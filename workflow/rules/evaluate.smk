@@ -1,0 +1,20 @@
+rule evaluate:
+    input:
+        detections="results/{ds}/{method}/detections.json",
+        annotations="results/{ds}/annotations.json",
+    output:
+        map="results/{ds}/{method}/map.csv",
+        per_class="results/{ds}/{method}/per_class.csv",
+    log:
+        "results/{ds}/logs/evaluate/{method}.log",
+    wildcard_constraints:
+        method="|".join(map(re.escape, METHODS)) or "no-method",
+    conda:
+        "../../envs/actloc.yaml"
+    params:
+        subset=lambda wildcards: dataset(wildcards)["test_subset"],
+        preset=lambda wildcards: dataset(wildcards)["eval_preset"],
+    shell:
+        "actloc evaluate --annotations {input.annotations:q} --predictions {input.detections:q}"
+        " --subset {params.subset} --preset {params.preset}"
+        " --out-map {output.map:q} --out-per-class {output.per_class:q} > {log:q} 2>&1"

@@ -1,0 +1,23 @@
+rule infer:
+    input:
+        model="results/{ds}/{method}/model.pt",
+        index=cache_index,
+        annotations="results/{ds}/annotations.json",
+    output:
+        "results/{ds}/{method}/detections.json",
+    log:
+        "results/{ds}/logs/infer/{method}.log",
+    benchmark:
+        "results/{ds}/benchmarks/infer/{method}.tsv"
+    wildcard_constraints:
+        method="|".join(map(re.escape, METHODS)) or "no-method",
+    conda:
+        "../../envs/actloc.yaml"
+    threads: 2
+    params:
+        subset=lambda wildcards: dataset(wildcards)["test_subset"],
+        device=config["device"],
+    shell:
+        "actloc infer --model {input.model:q} --index {input.index:q} --annotations {input.annotations:q}"
+        " --subset {params.subset} --out {output:q} --device {params.device:q} --threads {threads}"
+        " 2> {log:q}"

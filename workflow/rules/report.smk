@@ -1,0 +1,20 @@
+rule report:
+    input:
+        maps=lambda wildcards: expand(
+            "results/{ds}/{method}/map.csv", ds=wildcards.ds, method=methods_of(wildcards)
+        ),
+        summaries=lambda wildcards: expand(
+            "results/{ds}/{method}/train.json", ds=wildcards.ds, method=methods_of(wildcards)
+        ),
+    output:
+        csv="results/{ds}/map.csv",
+        md="results/{ds}/map.md",
+    log:
+        "results/{ds}/logs/report.log",
+    conda:
+        "../../envs/actloc.yaml"
+    params:
+        methods=methods_of,
+    shell:
+        "actloc report --methods {params.methods} --maps {input.maps:q} --summaries {input.summaries:q}"
+        " --out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"

@@ -1,0 +1,28 @@
+rule train:
+    input:
+        index=cache_index,
+        annotations="results/{ds}/annotations.json",
+    output:
+        model="results/{ds}/{method}/model.pt",
+        log_csv="results/{ds}/{method}/train_log.csv",
+        summary="results/{ds}/{method}/train.json",
+    log:
+        "results/{ds}/logs/train/{method}.log",
+    benchmark:
+        "results/{ds}/benchmarks/train/{method}.tsv"
+    wildcard_constraints:
+        method="|".join(map(re.escape, METHODS)) or "no-method",
+    conda:
+        "../../envs/actloc.yaml"
+    threads: 2
+    params:
+        subset=lambda wildcards: dataset(wildcards)["train_subset"],
+        settings=train_settings,
+        # Not an output: it must outlive a failed or killed job, which resumes from it.
+        checkpoint="results/{ds}/{method}/checkpoint.pt",
+        device=config["device"],
+    shell:
+        "actloc train --index {input.index:q} --annotations {input.annotations:q}"
+        " --subset {params.subset} --settings {params.settings:q}"
+        " --out-model {output.model:q} --out-log {output.log_csv:q} --out-summary {output.summary:q}"
+        " --checkpoint {params.checkpoint:q} --device {params.device:q} --threads {threads} 2> {log:q}"
