@@ -15,14 +15,14 @@ def default_plan():
 def test_plan_is_deterministic_and_stable_when_grown(default_plan):
     assert demo_data.plan() == default_plan
     assert demo_data.plan(seed=1) != default_plan
-    grown = demo_data.plan(n_train=30, n_test=12)
-    assert grown[:24] == default_plan[:24] and grown[30:] == default_plan[24:]
+    grown = demo_data.plan(n_train=100, n_test=16)
+    assert grown[:96] == default_plan[:96] and grown[100:] == default_plan[96:]
 
 
 def test_plan_meets_the_spec(default_plan):
-    assert [p.subset for p in default_plan] == ["training"] * 24 + ["testing"] * 12
+    assert [p.subset for p in default_plan] == ["training"] * 96 + ["testing"] * 16
     for video in default_plan:
-        assert 20 <= video.duration <= 60
+        assert 20 <= video.duration <= 40
         assert len(video.actions) >= 2, video.name
         assert video.distractors
         for a, b in zip(video.actions, video.actions[1:]):
@@ -34,7 +34,7 @@ def test_plan_meets_the_spec(default_plan):
             assert disc.last <= video.frames
         for action in video.actions:
             assert 0.5 * FPS <= action.last - action.first <= 8 * FPS
-    assert np.mean([len(v.actions) for v in default_plan]) >= 5
+    assert np.mean([len(v.actions) for v in default_plan]) >= 4.5
     for subset in ("training", "testing"):
         actions = [a for v in default_plan if v.subset == subset for a in v.actions]
         assert {a.kind for a in actions} == set(CLASSES)
@@ -70,11 +70,11 @@ def disc_mask(frame, color, box):
 def rendered(tmp_path_factory):
     """One video holding one action of each class, rendered and read back frame by frame."""
     actions = (
-        Disc("slide_right", 10, 50, 0, 0, 54, 0, 14.0, "#ffd040"),
-        Disc("slide_left", 60, 100, 54, 54, 0, 54, 14.0, "#40e0ff"),
-        Disc("grow", 110, 150, 30, 30, 30, 30, 0.0, "#ff6080"),
-        Disc("shrink", 160, 200, 30, 30, 30, 30, 0.0, "#a0ff60"),
-        Disc("blink", 210, 250, 20, 40, 20, 40, 20.0, "#f0f0f0"),
+        Disc("slide_right", 10, 50, 0, 0, 27, 0, 7.0, "#ffd040"),
+        Disc("slide_left", 60, 100, 27, 27, 0, 27, 7.0, "#40e0ff"),
+        Disc("grow", 110, 150, 13, 13, 13, 13, 0.0, "#ff6080"),
+        Disc("shrink", 160, 200, 13, 13, 13, 13, 0.0, "#a0ff60"),
+        Disc("blink", 210, 250, 10, 20, 10, 20, 10.0, "#f0f0f0"),
     )
     video = VideoPlan("handmade", "training", 260, 0, actions, ())
     path = tmp_path_factory.mktemp("render") / "handmade.mp4"
@@ -103,8 +103,8 @@ def test_each_class_moves_as_named(rendered):
     def centre_x(a, n):
         return np.flatnonzero(disc_mask(frames[n], a.color, band(a)).any(axis=0)).mean()
 
-    assert centre_x(right, right.first) + 50 < centre_x(right, right.last - 1)
-    assert centre_x(left, left.first) > centre_x(left, left.last - 1) + 50
+    assert centre_x(right, right.first) + 25 < centre_x(right, right.last - 1)
+    assert centre_x(left, left.first) > centre_x(left, left.last - 1) + 25
     box = lambda a: (a.x0, a.y0, SPRITE, SPRITE)  # noqa: E731
     grow_area = [disc_mask(frames[n], grow.color, box(grow)).sum() for n in range(grow.first, grow.last, 8)]
     shrink_area = [disc_mask(frames[n], shrink.color, box(shrink)).sum() for n in range(shrink.first, shrink.last, 8)]

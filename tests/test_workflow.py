@@ -49,9 +49,12 @@ def test_schema_fills_defaults_and_accepts_the_shipped_config():
     assert minimal["backbones"]["b"] == {"preset": "tiny", "seed": 0, "temporal": True, "precision": "fp32",
                                          "batch": 8}
     assert minimal["datasets"]["x"]["snippets"] == {"frames": 16, "stride": 4}
-    assert minimal["datasets"]["x"]["demo"] == {"seed": 0, "n_train": 24, "n_test": 12,
-                                                "min_seconds": 20, "max_seconds": 60}
+    assert minimal["datasets"]["x"]["demo"] == {"seed": 0, "n_train": 96, "n_test": 16,
+                                                "min_seconds": 20, "max_seconds": 40}
     assert minimal["datasets"]["x"]["test_subset"] == "testing"
+    assert minimal["methods"] == {"head_only": {"type": "head_only"}, "losa": {"type": "losa"}}
+    assert minimal["datasets"]["x"]["methods"] == ["head_only", "losa"]
+    assert minimal["datasets"]["x"]["head"] == minimal["datasets"]["x"]["train"] == {}
 
 
 @pytest.mark.parametrize("change, message", [
@@ -62,6 +65,8 @@ def test_schema_fills_defaults_and_accepts_the_shipped_config():
     (lambda d: d["demo"].update(type="kinetics"), "'kinetics' is not one of"),
     (lambda d: d["demo"].update(backbone="vit-x"), "dataset 'demo' uses backbone 'vit-x', which is neither"),
     (lambda d: d["demo"].update(snippets={"frames": 15}), "15 is not a multiple of 2"),
+    (lambda d: d["demo"].update(methods=["lofi"]), "dataset 'demo' lists method 'lofi', which is not under methods"),
+    (lambda d: d["demo"].update(head={"widht": 8}), "'widht' was unexpected"),
 ])
 def test_bad_config_fails_at_parse_time_naming_the_key(tmp_path, change, message):
     config = tiny_config(tmp_path)
@@ -86,7 +91,7 @@ def test_demo_dag_runs_to_the_table_and_reruns_nothing(tmp_path):
     assert sorted(index) == sorted(truth["database"]) == ["demo_test_000", "demo_train_000", "demo_train_001"]
     for video, info in index.items():
         assert info["frames"] == round(truth["database"][video]["duration"] * 10)
-        assert (info["width"], info["height"]) == (64, 64)  # 128x128 source
+        assert (info["width"], info["height"]) == (64, 64)  # the source size
         assert (results / "videos" / f"{video}.mp4").is_file()
         assert (results / "benchmarks" / "decode" / f"{video}.tsv").is_file()
         store = cache.open_cache(results / "cache" / "tiny" / f"{video}.zarr",

@@ -2,9 +2,14 @@
 
 Every action is a disc of a random colour from one palette, so colour says nothing about the
 class; the five classes differ only in how the disc changes over time (blink, grow, shrink,
-slide left, slide right). The background is a scrolling cellular-automaton texture under
-moving colour gradients, and distractor discs sit still or drift vertically, so a single
-frame cannot tell a growing disc from a still one, nor where an action starts or ends.
+slide left, slide right). Distractor discs sit still (half transparent, so that their mean over
+a snippet is a blinking disc's) or drift vertically, so a single frame cannot tell a growing
+disc from a still one, nor where an action starts or ends.
+
+The background is one static left-to-right colour gradient, the same in every video. It is
+plain on purpose: the demo's backbone has random weights, and a random ViT's pooled
+activations mostly follow the frame's mean colour. On a gradient, a disc changes that mean by
+what it hides, so even where it is (a slide's direction) shows up in those activations.
 
 The plan of a video (its length, actions and distractors) is a pure function of the seed,
 subset and index, so the ground truth is exact and known without rendering anything.
@@ -26,10 +31,13 @@ CLASSES = ("blink", "grow", "shrink", "slide_left", "slide_right")
 DISTRACTORS = ("still", "drift")
 SUBSETS = {"training": "train", "testing": "test"}
 # Square frames: the backbone sees all of them (it centre-crops to a square).
-WIDTH, HEIGHT, FPS = 128, 128, 20
-SPRITE = 74  # side of the square each disc is drawn in
-RADIUS = (14.0, 36.0)  # smallest and largest disc radius, pixels
+WIDTH, HEIGHT, FPS = 64, 64, 20
+SPRITE = 37  # side of the square each disc is drawn in
+RADIUS = (7.0, 18.0)  # smallest and largest disc radius, pixels
 BLINK_PERIOD = FPS // 2  # frames: on for half of it, off for the other half
+# A still distractor is half transparent: averaged over a snippet it looks like a blinking disc,
+# which only the order of frames within the snippet tells apart.
+OPACITY = {"still": 0.5}
 PALETTE = ("#ffd040", "#40e0ff", "#ff6080", "#a0ff60", "#f0f0f0", "#c080ff")
 BACKGROUND = ("#102080", "#804010")  # left and right ends of the horizontal gradient
 
@@ -80,13 +88,13 @@ def random_disc(rng, kind, first, last):
     x1, y1 = x0, y0
     seconds = (last - first) / FPS
     if kind in ("slide_left", "slide_right"):
-        travel = int(np.clip(rng.uniform(15, 35) * seconds, 12, room_x))
+        travel = int(np.clip(rng.uniform(7.5, 17.5) * seconds, 6, room_x))
         x0 = int(rng.integers(0, room_x - travel + 1))
         x1 = x0 + travel
         if kind == "slide_left":
             x0, x1 = x1, x0
     elif kind == "drift":
-        travel = int(np.clip(rng.uniform(5, 15) * seconds, 8, room_y))
+        travel = int(np.clip(rng.uniform(2.5, 7.5) * seconds, 4, room_y))
         y0 = int(rng.integers(0, room_y - travel + 1))
         y1 = y0 + travel * int(rng.choice([-1, 1]))
         if y1 < 0:
@@ -96,14 +104,14 @@ def random_disc(rng, kind, first, last):
     return Disc(kind, first, last, x0, y0, x1, y1, radius, color)
 
 
-def plan_video(seed, subset, index, min_seconds=20, max_seconds=60):
-    """Lay out one video: non-overlapping actions of 1-8 s separated by 1-4 s gaps."""
+def plan_video(seed, subset, index, min_seconds=20, max_seconds=40):
+    """Lay out one video: non-overlapping actions of 1.5-8 s separated by 1-4 s gaps."""
     rng = np.random.default_rng([seed, list(SUBSETS).index(subset), index])
     frames = int(rng.integers(min_seconds, max_seconds + 1)) * FPS
     actions, frame = [], 0
     while True:
         frame += int(rng.uniform(1, 4) * FPS)
-        length = int(round(math.exp(rng.uniform(math.log(1), math.log(8))) * FPS))
+        length = int(round(math.exp(rng.uniform(math.log(1.5), math.log(8))) * FPS))
         length = min(length, frames - FPS // 2 - frame)  # the last one ends 0.5 s before the end
         if length < FPS // 2:
             break
@@ -111,15 +119,15 @@ def plan_video(seed, subset, index, min_seconds=20, max_seconds=60):
         actions.append(random_disc(rng, kind, frame, frame + length))
         frame += length
     distractors = []
-    for _ in range(max(1, frames // (6 * FPS))):
-        length = min(int(rng.uniform(1, 10) * FPS), frames // 2)
+    for _ in range(max(1, frames // (15 * FPS))):
+        length = min(int(rng.uniform(1, 5) * FPS), frames // 2)
         first = int(rng.integers(0, frames - length))
         kind = DISTRACTORS[int(rng.integers(len(DISTRACTORS)))]
         distractors.append(random_disc(rng, kind, first, first + length))
     return VideoPlan(video_name(subset, index), subset, frames, seed, tuple(actions), tuple(distractors))
 
 
-def plan(seed=0, n_train=24, n_test=12, min_seconds=20, max_seconds=60):
+def plan(seed=0, n_train=96, n_test=16, min_seconds=20, max_seconds=40):
     # 6 s leaves room for the longest first gap (4 s) and a shortest action.
     if not (n_train > 0 and n_test > 0 and 6 <= min_seconds <= max_seconds):
         raise InputError(f"demo needs n_train, n_test > 0 and 6 <= min_seconds <= max_seconds; "
@@ -167,7 +175,7 @@ def filter_graph(video):
     discs = video.distractors + video.actions
     for i, d in enumerate(discs):
         r, g, b = (int(d.color[k:k + 2], 16) for k in (1, 3, 5))
-        alpha = f"255*lt(hypot(X-{centre},Y-{centre}),{_radius_expr(d)})"
+        alpha = f"{round(255 * OPACITY.get(d.kind, 1))}*lt(hypot(X-{centre},Y-{centre}),{_radius_expr(d)})"
         # Drawn only during its own frames (one spare), shifted to its start: geq is the cost.
         chains.append(f"color=c=black:s={SPRITE}x{SPRITE}:r={FPS}:d={(d.last - d.first + 1) / FPS},"
                       f"format=rgba,geq=r={r}:g={g}:b={b}:a='{alpha}',setpts=PTS+{d.first}/({FPS}*TB)[disc{i}]")
@@ -189,7 +197,7 @@ def render(video, out):
             raise RuntimeError(f"ffmpeg failed rendering {out}: {done.stderr.strip()[-2000:]}")
 
 
-def generate(out_dir, seed=0, n_train=24, n_test=12, min_seconds=20, max_seconds=60, only=None, jobs=2):
+def generate(out_dir, seed=0, n_train=96, n_test=16, min_seconds=20, max_seconds=40, only=None, jobs=2):
     """Render the demo videos into `out_dir` (only the named ones if `only` is given).
 
     Writes `annotations.json` beside them when rendering the whole set.

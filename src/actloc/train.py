@@ -91,8 +91,9 @@ def peak_memory_mb(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def fingerprint(settings, *paths):
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+def fingerprint(obj, *paths):
+    """SHA-256 of a JSON-able object and the bytes of files: what a checkpoint was trained from."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode())
     for path in paths:
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()
@@ -109,6 +110,24 @@ def parameter_groups(net, weight_decay):
     params = [p for p in net.parameters() if p.requires_grad]
     return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
             {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+
+
+def resume(checkpoint, key, device, net, ema, optimizer, scheduler):
+    """Load a checkpoint of this very training (same fingerprint) into the given objects and
+    return its log rows; [] when there is none or it belongs to another training."""
+    if not Path(checkpoint).is_file():
+        return []
+    state = torch.load(checkpoint, map_location=device, weights_only=True)
+    if state["fingerprint"] != key:
+        log.info("%s: from other settings or inputs; starting afresh", checkpoint)
+        return []
+    net.load_state_dict(state["model"])
+    ema.model.load_state_dict(state["ema"])
+    ema.updates = state["ema_updates"]
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    log.info("%s: resuming after epoch %d", checkpoint, len(state["log"]))
+    return state["log"]
 
 
 def train(index, annotations, subset, settings, out_model, out_log, out_summary, checkpoint=None, device="auto"):
@@ -128,19 +147,9 @@ def train(index, annotations, subset, settings, out_model, out_log, out_summary,
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, cfg.warmup_epochs * per_epoch, epochs * per_epoch))
     ema = EMA(net, cfg.ema)
-    rows, key = [], fingerprint(settings, index, annotations)
-    if checkpoint and Path(checkpoint).is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        if state["fingerprint"] == key:
-            net.load_state_dict(state["model"])
-            ema.model.load_state_dict(state["ema"])
-            ema.updates = state["ema_updates"]
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            rows = state["log"]
-            log.info("%s: resuming after epoch %d", checkpoint, len(rows))
-        else:
-            log.info("%s: from other settings or inputs; starting afresh", checkpoint)
+    store = {k: attrs[k] for k in data.SHARED_ATTRS}
+    key = fingerprint({"settings": settings, "store": store}, index, annotations)
+    rows = resume(checkpoint, key, device, net, ema, optimizer, scheduler) if checkpoint else []
     bar = tqdm(total=epochs * per_epoch, initial=len(rows) * per_epoch, desc=f"train {settings['method']}",
                unit="step")
     for epoch in range(len(rows), epochs):
@@ -177,7 +186,7 @@ def train(index, annotations, subset, settings, out_model, out_log, out_summary,
                "peak_memory_mb": round(float(table["peak_memory_mb"].max()), 1),
                "train_seconds": round(float(table["seconds"].sum()), 2), "device": str(device),
                "final_loss": round(float(table["loss"].iloc[-1]), 6)}
-    model.save(out_model, ema.model, settings, classes, {k: attrs[k] for k in data.SHARED_ATTRS}, summary)
+    model.save(out_model, ema.model, settings, classes, store, summary)
     write_text(out_log, table.to_csv(index=False, float_format="%.6g"))
     write_json(out_summary, summary)
     if checkpoint:
