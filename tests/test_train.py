@@ -129,3 +129,18 @@ def test_bad_settings_and_inputs_are_clear_errors(tmp_path, synthetic_dataset):
     (tmp_path / "model.pt").write_text("junk")
     with pytest.raises(InputError, match="not a model written by actloc train"):
         model.load(tmp_path / "model.pt")
+
+
+def test_standardisation_statistics_are_streamed_over_every_array():
+    net = model.Detector("losa", 4, 2, 3, model.HeadConfig(width=8, levels=1, regression_ranges=((0, 1e4),)),
+                         model.LosaConfig(reduction=1, heads=2))
+    g = torch.Generator().manual_seed(0)
+    reads = [{"pooled": torch.randn(2, n, 4, generator=g) * 3 + 1, "temporal": torch.randn(2, n, 5, 4, generator=g)}
+             for n in (7, 11)]
+    net.fit_standardisation(iter(reads))  # a generator: read once
+    pooled = torch.cat([r["pooled"] for r in reads], 1)
+    temporal = torch.cat([r["temporal"].flatten(1, 2) for r in reads], 1)
+    torch.testing.assert_close(net.pooled_mean, pooled.mean(1))
+    torch.testing.assert_close(net.pooled_std, pooled.std(1))
+    torch.testing.assert_close(net.temporal_mean, temporal.mean(1))
+    torch.testing.assert_close(net.temporal_std, temporal.std(1))

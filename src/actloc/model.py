@@ -52,13 +52,19 @@ class Detector(nn.Module):
 
     @torch.no_grad()
     def fit_standardisation(self, reads):
-        """Set the statistics from an iterable of Cache.read outputs (whole videos)."""
-        for name in ("pooled", "temporal"):
-            values = [r[name].flatten(1, -2) for r in reads if name in r]  # (L, n, C) each
-            if values:
-                values = torch.cat(values, 1)
-                getattr(self, f"{name}_mean").copy_(values.mean(1))
-                getattr(self, f"{name}_std").copy_(values.std(1).clamp(min=1e-6))
+        """Set the statistics from an iterable of Cache.read outputs (whole videos), streamed:
+        only running sums are kept, never the activations of every video at once."""
+        sums = {}
+        for read in reads:
+            for name, x in read.items():
+                x = x.flatten(1, -2).double()  # (L, n, C)
+                count, total, squares = sums.get(name, (0, 0.0, 0.0))
+                sums[name] = (count + x.shape[1], total + x.sum(1), squares + (x * x).sum(1))
+        for name, (count, total, squares) in sums.items():
+            mean = total / count
+            variance = (squares / count - mean**2).clamp(min=0) * count / max(count - 1, 1)
+            getattr(self, f"{name}_mean").copy_(mean)
+            getattr(self, f"{name}_std").copy_(variance.sqrt().clamp(min=1e-6))
 
     def forward(self, batch):
         temporal = batch["temporal"]
