@@ -138,6 +138,7 @@ def test_source_videos_found_by_file_name_and_missing_ones_named(tmp_path):
     missing = snakemake(tmp_path, "results/thumos/videos/video_test_0000004.mp4")
     assert missing.returncode != 0
     assert "thumos_videos/video_test_0000004.mp4" in missing.stderr + missing.stdout
+    assert "reads its videos from thumos_videos/, which does not exist" in missing.stderr + missing.stdout
 
 
 @pytest.mark.slow
@@ -167,5 +168,6 @@ def test_imported_features_become_the_cache_without_videos(tmp_path):
     assert pd.read_csv(tmp_path / "results/anet/map.csv")["method"].tolist() == ["head_only"]
     stores = json.loads((tmp_path / "results/anet/cache/pub.json").read_text())["stores"]
     assert {v: s["snippets"] for v, s in stores.items()} == {"a": 8, "b": 8}
-    store = cache.open_cache(tmp_path / stores["a"]["path"], expect={"layers": [-1], "backbone": "pub"})
+    store = cache.open_cache(tmp_path / stores["a"]["path"],
+                             expect={"layers": [-1], "backbone": "pub", "identity": "imported:feats.h5"})
     assert store.read()["pooled"].sum() == 48

@@ -380,8 +380,8 @@ def import_features(source, annotations, out_dir, index, name, snippet_frames=16
             log.warning("%s: %d snippets, but %.1f s at %g fps with stride %d gives %d: check fps and stride",
                         where, features.shape[0], database[video]["duration"], video_fps, stride, expected)
         write_store(out_dir / f"{video}.zarr", where, [-1], np.asarray(features, np.float32)[None],
-                    backbone=name, preset="imported", identity=f"imported:{Path(source).name}/{key}",
+                    backbone=name, preset="imported", identity=f"imported:{Path(source).name}",
                     snippet_frames=snippet_frames, stride=stride, fps=video_fps, pixels=None,
-                    precision=str(features.dtype), video=video)
+                    precision=str(features.dtype), video=video, source_key=key)
     return write_index(annotations, out_dir, index, subsets, allow_missing=True)
 

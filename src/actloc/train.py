@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import resource
+import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -150,8 +151,9 @@ def train(index, annotations, subset, settings, out_model, out_log, out_summary,
     store = {k: attrs[k] for k in data.SHARED_ATTRS}
     key = fingerprint({"settings": settings, "store": store}, index, annotations)
     rows = resume(checkpoint, key, device, net, ema, optimizer, scheduler) if checkpoint else []
+    # In a log file (a Snakemake job), a line every 30 s rather than ten a second.
     bar = tqdm(total=epochs * per_epoch, initial=len(rows) * per_epoch, desc=f"train {settings['method']}",
-               unit="step")
+               unit="step", mininterval=0.1 if sys.stderr.isatty() else 30)
     for epoch in range(len(rows), epochs):
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         order = torch.randperm(len(videos), generator=generator).tolist()

@@ -93,8 +93,8 @@ def source_video(wildcards):
     if not folder.is_dir():
         raise ValueError(
             f"config.yaml: dataset {wildcards.ds!r} reads its videos from {folder}/, which does"
-            f" not exist: put the videos there (named like {stem}.mp4), point `videos` at them,"
-            " or train on imported features (see `features`)"
+            f" not exist (the first video it needs is {folder / stem}.mp4): put the videos"
+            " there, point `videos` at them, or train on imported features (see `features`)"
         )
     for suffix in VIDEO_SUFFIXES:
         if (folder / (stem + suffix)).exists():
@@ -127,6 +127,13 @@ def cache_index(wildcards):
 
 def methods_of(wildcards):
     return dataset(wildcards)["methods"]
+
+
+def per_method(name):
+    """An input function: results/{ds}/{method}/<name> for every method of the dataset."""
+    return lambda wildcards: [
+        f"results/{wildcards.ds}/{method}/{name}" for method in methods_of(wildcards)
+    ]
 
 
 def train_settings(wildcards):

@@ -1,11 +1,7 @@
 rule report:
     input:
-        maps=lambda wildcards: expand(
-            "results/{ds}/{method}/map.csv", ds=wildcards.ds, method=methods_of(wildcards)
-        ),
-        summaries=lambda wildcards: expand(
-            "results/{ds}/{method}/train.json", ds=wildcards.ds, method=methods_of(wildcards)
-        ),
+        maps=per_method("map.csv"),
+        summaries=per_method("train.json"),
     output:
         csv="results/{ds}/map.csv",
         md="results/{ds}/map.md",
