@@ -85,8 +85,6 @@ def cmd_backbone(args):
 
 
 def cmd_cache(args):
-    if args.threads:
-        torch.set_num_threads(args.threads)
     attrs = cache.build(args.video, args.out, backbone.read_settings(args.backbone), args.snippet_frames, args.stride,
                         args.batch, args.device)
     log.info("%s: %d snippets x %d layers x %d channels", args.out, attrs["snippets"], len(attrs["layers"]),
@@ -105,8 +103,6 @@ def cmd_import_features(args):
 
 
 def cmd_train(args):
-    if args.threads:
-        torch.set_num_threads(args.threads)
     summary = train.train(args.index, args.annotations, args.subset, read_settings(args.settings), args.out_model,
                           args.out_log, args.out_summary, args.checkpoint, args.device)
     log.info("%s: %s, %d trainable parameters, %.1f s, peak %.0f MB", args.out_model, summary["method"],
@@ -114,8 +110,6 @@ def cmd_train(args):
 
 
 def cmd_infer(args):
-    if args.threads:
-        torch.set_num_threads(args.threads)
     count = infer.run(args.model, args.index, args.annotations, args.subset, args.out, args.device)
     log.info("%s: %d detections", args.out, count)
 
@@ -255,6 +249,8 @@ def parser():
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
     try:
         args.func(args)
     except InputError as err:
