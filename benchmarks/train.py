@@ -8,8 +8,8 @@ levels). CPU, 2 threads.
   online: the same step, but the frozen backbone first computes the activations from the
           clips (no_grad, batches of 8). Backbone cost is measured on 16 snippets and scaled
           by T (it is linear: one independent forward per snippet); decoding is not counted.
-  full:   backbone and head trained together (gradients through every block). Measured at 2
-          and 4 snippets; time and memory per snippet are extrapolated to T.
+  full:   backbone and head trained together (gradients through every block). Measured at 4
+          and 12 snippets; time and memory per snippet are extrapolated to T.
 
 Memory is the rise of the process's peak resident size over its size before the step, in a
 fresh process per case (CPU has no allocator statistics).
@@ -126,9 +126,9 @@ def run_case(case, snippets, head="published"):
 
 def main():
     online = run_case("online", 16)
-    small, larger = run_case("full", 2), run_case("full", 4)
-    full_time = (larger["seconds"] - small["seconds"]) / 2
-    full_memory = (larger["memory_mb"] - small["memory_mb"]) / 2
+    small, larger = run_case("full", 4), run_case("full", 12)
+    full_time = (larger["seconds"] - small["seconds"]) / 8
+    full_memory = (larger["memory_mb"] - small["memory_mb"]) / 8
     rows = []
     for snippets in SNIPPETS:
         cached, small_head = run_case("cache", snippets), run_case("cache", snippets, "demo")
@@ -143,7 +143,7 @@ def main():
             {"T": snippets, "step": "frozen backbone online + LoSA (backbone extrapolated)",
              "seconds": f"{online_seconds:.0f}", "peak MB": f"{max(online['memory_mb'], cached['memory_mb']):.0f}",
              "vs cache": f"{online_seconds / cached['seconds']:.0f}x time"},
-            {"T": snippets, "step": "full fine-tuning (extrapolated from 2 and 4 snippets)",
+            {"T": snippets, "step": "full fine-tuning (extrapolated from 4 and 12 snippets)",
              "seconds": f"{full_seconds:.0f}", "peak MB": f"{full_mb:.0f}",
              "vs cache": f"{full_mb / cached['memory_mb']:.0f}x memory"},
         ]

@@ -19,6 +19,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+QUERY_CHUNK = 1024  # queries per block of the long-range attention
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,22 @@ class LongRange(nn.Module):
             steps = torch.arange(t, device=x.device)
             band = (steps[:, None] - steps[None, :]).abs() <= self.window
             allowed = band if allowed is None else allowed & band
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # (B, H, T, e)
+        out = chunked_attention(q, k, v, allowed)  # (B, H, T, e)
         return self.up(out.transpose(1, 2).flatten(-2))
+
+
+def chunked_attention(q, k, v, allowed, chunk=QUERY_CHUNK):
+    """SDPA over blocks of `chunk` queries, each recomputed in the backward pass: the T x T
+    attention weights never exist at once, whichever kernel SDPA picks (on CPU it may build
+    them in full)."""
+    if q.shape[2] <= chunk:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    blocks = []
+    for start in range(0, q.shape[2], chunk):
+        rows = slice(start, start + chunk)
+        mask = None if allowed is None else allowed[..., rows, :] if allowed.shape[-2] > 1 else allowed
+        blocks.append(checkpoint(F.scaled_dot_product_attention, q[:, :, rows], k, v, mask, use_reentrant=False))
+    return torch.cat(blocks, 2)
 
 
 class LoSA(nn.Module):
