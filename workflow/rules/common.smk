@@ -44,6 +44,7 @@ for name in set(IMPORTED) & set(BACKBONES):
 wildcard_constraints:
     ds="|".join(config["datasets"]),
     video=r"[^/]+",
+    method="|".join(map(re.escape, METHODS)) or "no-method",
 
 
 def dataset(wildcards):

@@ -7,8 +7,6 @@ rule evaluate:
         per_class="results/{ds}/{method}/per_class.csv",
     log:
         "results/{ds}/logs/evaluate/{method}.log",
-    wildcard_constraints:
-        method="|".join(map(re.escape, METHODS)) or "no-method",
     conda:
         "../../envs/actloc.yaml"
     params:

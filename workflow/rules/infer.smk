@@ -9,8 +9,6 @@ rule infer:
         "results/{ds}/logs/infer/{method}.log",
     benchmark:
         "results/{ds}/benchmarks/infer/{method}.tsv"
-    wildcard_constraints:
-        method="|".join(map(re.escape, METHODS)) or "no-method",
     conda:
         "../../envs/actloc.yaml"
     threads: 2

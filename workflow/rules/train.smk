@@ -10,8 +10,6 @@ rule train:
         "results/{ds}/logs/train/{method}.log",
     benchmark:
         "results/{ds}/benchmarks/train/{method}.tsv"
-    wildcard_constraints:
-        method="|".join(map(re.escape, METHODS)) or "no-method",
     conda:
         "../../envs/actloc.yaml"
     threads: 2
