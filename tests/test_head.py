@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from actloc.head import Head, HeadConfig, diou_loss, local_attention, sigmoid_focal_loss
+from actloc.head import Head, HeadConfig, banded_attention, diou_loss, sigmoid_focal_loss
 
 SMALL = HeadConfig(width=16, levels=3, window=5, heads=2, regression_ranges=((0, 4), (4, 8), (8, 10000)))
 
@@ -59,17 +59,20 @@ def test_a_point_in_two_actions_takes_the_shorter_and_equal_ones_share_it():
     assert cls.sum() == 0 and cls.shape == (16, 3)
 
 
-def test_local_attention_equals_dense_attention_restricted_to_the_window():
+@pytest.mark.parametrize("block", [None, 4])  # one block, or 5 (the last one partial)
+def test_banded_attention_equals_dense_attention_restricted_to_the_band(block):
     torch.manual_seed(0)
-    q, k, v = torch.randn(3, 2, 2, 11, 4).unbind(0)
-    mask = torch.ones(2, 11, dtype=torch.bool)
-    mask[1, 8:] = False
-    out = local_attention(q, k, v, mask, window=5)
-    steps = torch.arange(11)
-    allowed = ((steps[:, None] - steps[None]).abs() <= 2) & mask[:, None, None, :]
-    dense = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    q, k, v = torch.randn(3, 2, 2, 19, 4).unbind(0)
+    mask = torch.ones(2, 19, dtype=torch.bool)
+    mask[1, 14:] = False
+    steps = torch.arange(19)
+    band = (steps[:, None] - steps[None]).abs() <= 2
+    out = banded_attention(q, k, v, mask, 2, block)
+    dense = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=band & mask[:, None, None, :])
     torch.testing.assert_close(out[0], dense[0])
-    torch.testing.assert_close(out[1, :, :8], dense[1, :, :8])
+    torch.testing.assert_close(out[1, :, :14], dense[1, :, :14])
+    unmasked = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=band)
+    torch.testing.assert_close(banded_attention(q, k, v, None, 2, block), unmasked)
 
 
 def test_pyramid_shapes_and_padding_never_changes_real_outputs():

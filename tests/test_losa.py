@@ -2,6 +2,8 @@ import pytest
 import torch
 
 from actloc.head import HeadConfig
+import torch.nn.functional as F
+
 from actloc.losa import LongRange, LosaConfig, ShortRange
 from actloc.model import Detector
 
@@ -85,6 +87,22 @@ def test_short_range_sees_only_its_neighbours_and_real_snippets():
     padded = tokens.clone()
     padded[1, 12:] = 100.0
     torch.testing.assert_close(short(x, padded, mask)[1, :12], out[1, :12])
+
+
+def test_short_range_equals_attention_written_snippet_by_snippet():
+    torch.manual_seed(0)
+    short, window, heads = ShortRange(C, 16, 4, window=2), 2, 4
+    b = batch(padded_from=12)
+    x, tokens, mask = b["pooled"][:, 0], b["temporal"][:, 0], b["mask"]
+    q = short.query(short.norm_query(x)).unflatten(-1, (heads, -1)).transpose(1, 2)  # (B, H, T, e)
+    k, v = short.key_value(short.norm_tokens(tokens)).chunk(2, -1)  # (B, T, t, d)
+    expected = torch.zeros(2, T, 16)
+    for row in range(2):
+        for i in range(T):
+            near = [j for j in range(i - window, i + window + 1) if 0 <= j < T and mask[row, j]]
+            keys, values = (z[row, near].flatten(0, 1).unflatten(-1, (heads, -1)).transpose(0, 1) for z in (k, v))
+            expected[row, i] = F.scaled_dot_product_attention(q[row, :, i:i + 1], keys, values).transpose(0, 1).flatten()
+    torch.testing.assert_close(short(x, tokens, mask)[mask], short.up(expected)[mask])  # padding: don't care
 
 
 @pytest.mark.parametrize("window", [None, 3])

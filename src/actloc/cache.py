@@ -254,7 +254,8 @@ class Cache:
         for name in ("pooled", "temporal") if temporal else ("pooled",):
             array = self.group[name]
             try:
-                values = array.get_orthogonal_selection((index, slice(start, stop)))
+                # One basic slice per layer: zarr's orthogonal selection is ~50x slower here.
+                values = np.stack([array[layer, start:stop] for layer in index])
             except Exception as err:  # zarr and the codecs raise many types for damaged chunks
                 raise InputError(f"{self.path}: {name} cannot be read ({err}); delete the store and "
                                  f"rerun the cache stage") from None

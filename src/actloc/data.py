@@ -8,7 +8,6 @@ import logging
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .cache import Cache, open_cache
 from .io import InputError, read_json
@@ -98,8 +97,10 @@ def collate(videos, windows, layers, temporal, multiple):
     length = -(-length // multiple) * multiple
 
     def padded(name):
-        return torch.stack([F.pad(r[name].movedim(1, -1), (0, length - r[name].shape[1])).movedim(-1, 1)
-                            for r in reads])
+        out = reads[0][name].new_zeros(len(reads), reads[0][name].shape[0], length, *reads[0][name].shape[2:])
+        for row, read in enumerate(reads):
+            out[row, :, :read[name].shape[1]] = read[name]
+        return out
 
     mask = torch.zeros(len(videos), length, dtype=torch.bool)
     targets = []

@@ -57,19 +57,23 @@ def channel_norm(norm, x):
     return norm(x.transpose(1, 2)).transpose(1, 2)
 
 
-def local_attention(q, k, v, mask, window):
-    """Each step attends to the real steps within window // 2 of it: (B, H, T, d) in and out.
-
-    Keys are gathered by unfold, so memory grows with T * window, never T * T.
-    """
-    half = window // 2
-    keys = F.pad(k, (0, 0, half, half)).unfold(2, window, 1)  # (B, H, T, d, window)
-    values = F.pad(v, (0, 0, half, half)).unfold(2, window, 1)
-    scores = torch.einsum("bhtd,bhtdw->bhtw", q, keys) / math.sqrt(q.shape[-1])
-    visible = F.pad(mask, (half, half)).unfold(1, window, 1)[:, None]  # (B, 1, T, window)
-    # A finite fill keeps padded queries (no visible key) finite; their output is masked later.
-    scores = scores.masked_fill(~visible, torch.finfo(scores.dtype).min)
-    return torch.einsum("bhtw,bhtdw->bhtd", scores.softmax(-1), values)
+def banded_attention(q, k, v, mask, reach, block=None):
+    """Attention of each step to the real steps within `reach` of it: (B, H, T, d) in and out,
+    `mask` (B, T) of real steps or None. Queries go by blocks, each against only the keys its
+    band can reach, through SDPA's fused kernels: time and memory grow with T, never T * T.
+    A padded query that sees no real key gets zeros; its output is masked later anyway."""
+    length, block = q.shape[2], block or max(64, 2 * reach)
+    steps = torch.arange(length, device=q.device)
+    out = []
+    for start in range(0, length, block):
+        stop = min(start + block, length)
+        low, high = max(start - reach, 0), min(stop + reach, length)
+        allowed = (steps[start:stop, None] - steps[None, low:high]).abs() <= reach
+        if mask is not None:
+            allowed = allowed & mask[:, None, None, low:high]
+        out.append(F.scaled_dot_product_attention(q[:, :, start:stop], k[:, :, low:high], v[:, :, low:high],
+                                                  attn_mask=allowed))
+    return torch.cat(out, 2)
 
 
 class LocalAttention(nn.Module):
@@ -82,7 +86,7 @@ class LocalAttention(nn.Module):
     def forward(self, x, mask):
         b, c, t = x.shape
         q, k, v = self.qkv(x).view(b, 3, self.heads, c // self.heads, t).transpose(-1, -2).unbind(1)
-        out = local_attention(q, k, v, mask, self.window)  # (B, H, T, d)
+        out = banded_attention(q, k, v, mask, self.window // 2)  # (B, H, T, d)
         return self.proj(out.transpose(-1, -2).reshape(b, c, t))
 
 

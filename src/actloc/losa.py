@@ -19,9 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-QUERY_CHUNK = 1024  # queries per block of the long-range attention
+from .head import banded_attention
 
 
 @dataclass(frozen=True)
@@ -44,17 +43,19 @@ class ShortRange(nn.Module):
         self.up = nn.Linear(width, channels)
 
     def forward(self, x, tokens, mask):
-        b, t, steps, _ = tokens.shape
-        span = 2 * self.window + 1
+        length, span = x.shape[1], 2 * self.window + 1
         q = self.query(self.norm_query(x)).unflatten(-1, (self.heads, -1))  # (B, T, H, e)
-        kv = self.key_value(self.norm_tokens(tokens))  # (B, T, t, 2d): projected before gathering
-        kv = F.pad(kv, (0, 0, 0, 0, self.window, self.window)).unfold(1, span, 1)  # (B, T, t, 2d, span)
-        k, v = kv.unflatten(3, (2, self.heads, -1)).unbind(3)  # each (B, T, t, H, e, span)
-        scores = torch.einsum("bthe,btshew->bthsw", q, k) / q.shape[-1] ** 0.5
+        kv = self.key_value(self.norm_tokens(tokens)).unflatten(-1, (2, self.heads, -1))  # (B, T, t, 2, H, e)
+        k, v = F.pad(kv, (0, 0, 0, 0, 0, 0, 0, 0, self.window, self.window)).unbind(3)  # (B, T + 2w, t, H, e)
+        # One neighbour offset at a time, as products of shifted views: autograd keeps only views
+        # of k and v, where gathering every neighbour's tokens (unfold + einsum) would keep `span`
+        # copies of them; with e ~ 12 these products are as fast as a batched matmul.
+        scores = torch.stack([(q[:, :, None] * k[:, o:o + length]).sum(-1) for o in range(span)], -1)
         visible = F.pad(mask, (self.window, self.window)).unfold(1, span, 1)  # (B, T, span)
         scores = scores.masked_fill(~visible[:, :, None, None], torch.finfo(scores.dtype).min)
-        weights = scores.flatten(-2).softmax(-1).view_as(scores)
-        out = torch.einsum("bthsw,btshew->bthe", weights, v)
+        weights = (scores / q.shape[-1] ** 0.5).transpose(2, 3).flatten(-2).softmax(-1)  # (B, T, H, t * span)
+        weights = weights.unflatten(-1, (-1, span)).transpose(2, 3)  # (B, T, t, H, span)
+        out = sum((weights[..., o, None] * v[:, o:o + length]).sum(2) for o in range(span))  # (B, T, H, e)
         return self.up(out.flatten(-2))
 
 
@@ -71,27 +72,11 @@ class LongRange(nn.Module):
     def forward(self, x, mask):
         b, t, _ = x.shape
         q, k, v = self.qkv(self.norm(x)).view(b, t, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        allowed = None if bool(mask.all()) else mask[:, None, None, :]  # unmasked: the fast kernels
         if self.window is not None:
-            steps = torch.arange(t, device=x.device)
-            band = (steps[:, None] - steps[None, :]).abs() <= self.window
-            allowed = band if allowed is None else allowed & band
-        out = chunked_attention(q, k, v, allowed)  # (B, H, T, e)
-        return self.up(out.transpose(1, 2).flatten(-2))
-
-
-def chunked_attention(q, k, v, allowed, chunk=QUERY_CHUNK):
-    """SDPA over blocks of `chunk` queries, each recomputed in the backward pass: the T x T
-    attention weights never exist at once, whichever kernel SDPA picks (on CPU it may build
-    them in full)."""
-    if q.shape[2] <= chunk:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
-    blocks = []
-    for start in range(0, q.shape[2], chunk):
-        rows = slice(start, start + chunk)
-        mask = None if allowed is None else allowed[..., rows, :] if allowed.shape[-2] > 1 else allowed
-        blocks.append(checkpoint(F.scaled_dot_product_attention, q[:, :, rows], k, v, mask, use_reentrant=False))
-    return torch.cat(blocks, 2)
+            out = banded_attention(q, k, v, mask, self.window)
+        else:  # with no more than a key-padding mask SDPA's fused kernels never hold T x T weights
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if bool(mask.all()) else mask[:, None, None])
+        return self.up(out.transpose(1, 2).flatten(-2))  # (B, T, C)
 
 
 class LoSA(nn.Module):

@@ -48,7 +48,7 @@ class Detector(nn.Module):
     def standardise(self, name, x):
         """(x - mean) / std per layer and channel; x is (B, L, T, [t,] C)."""
         shape = (1, -1) + (1,) * (x.ndim - 3) + (x.shape[-1],)
-        return (x - getattr(self, f"{name}_mean").view(shape)) / getattr(self, f"{name}_std").view(shape)
+        return (x - getattr(self, f"{name}_mean").view(shape)).div_(getattr(self, f"{name}_std").view(shape))
 
     @torch.no_grad()
     def fit_standardisation(self, reads):
