@@ -1,7 +1,7 @@
 """One training step of LoSA from the cache, against the frozen backbone run online and against
-full fine-tuning, for one video of T snippets (ViT-S width 384, 4 tapped layers, 112 px clips).
+full fine-tuning, for one video of T snippets (ViT-S width 384, 4 tapped layers, CPU, 2 threads).
 The head is the published THUMOS-14 one (512 wide, 6 levels) or the demo's (128 wide, 4
-levels). CPU, 2 threads.
+levels); the long-range adapter attends over the whole video, or over +-256 snippets.
 
   cache:  read the video's 4 layers (pooled + temporal) from its Zarr store, LoSA + head
           forward, backward, AdamW step. Measured at every T.
@@ -11,6 +11,8 @@ levels). CPU, 2 threads.
   full:   backbone and head trained together (gradients through every block). Measured at 4
           and 12 snippets; time and memory per snippet are extrapolated to T.
 
+Online and full are measured at 112 px (the cheapest clips) and at 224 px (the resolution
+VideoMAE checkpoints are trained at, and that the THUMOS and ActivityNet configs cache at).
 Memory is the rise of the process's peak resident size over its size before the step, in a
 fresh process per case (CPU has no allocator statistics).
 """
@@ -33,11 +35,14 @@ from common import report  # noqa: E402
 from actloc import backbone, data, model  # noqa: E402
 from actloc.cache import open_cache, write_store  # noqa: E402
 from actloc.head import HeadConfig  # noqa: E402
+from actloc.losa import LosaConfig  # noqa: E402
 
 SNIPPETS = (1024, 8192)
-LAYERS, PIXELS, CLASSES = (3, 6, 9, 12), 112, 20
+LAYERS, CLASSES, LONG_WINDOW = (3, 6, 9, 12), 20, 256
 HEADS = {"published": HeadConfig(),
          "demo": HeadConfig(width=128, levels=4, window=9, regression_ranges=((0, 4), (4, 8), (8, 16), (16, 1e4)))}
+CACHE_CASES = (("published", None), ("demo", None), ("published", LONG_WINDOW))
+PIXELS = (112, 224)
 
 
 def rss_mb():
@@ -57,15 +62,15 @@ def losa_step(net, optimizer, batch):
     optimizer.step()
 
 
-def case_cache(snippets, folder, head="published"):
+def case_cache(snippets, folder, head, long_window):
     rng = np.random.default_rng(0)
     path = Path(folder) / "video.zarr"
     write_store(path, "benchmark", list(LAYERS), rng.normal(size=(4, snippets, 384)).astype(np.float32),
                 rng.normal(size=(4, snippets, 8, 384)).astype(np.float32), backbone="small", preset="small",
-                identity="random:0", snippet_frames=16, stride=4, fps=30.0, pixels=PIXELS, precision="fp32")
+                identity="random:0", snippet_frames=16, stride=4, fps=30.0, pixels=112, precision="fp32")
     store = open_cache(path)
     video = data.Video("video", store, snippets * 0.4, torch.zeros(0, 2), torch.zeros(0, dtype=torch.int64))
-    net = model.Detector("losa", 384, 4, CLASSES, HEADS[head])
+    net = model.Detector("losa", 384, 4, CLASSES, HEADS[head], LosaConfig(long_window=long_window))
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
     before = rss_mb()
     times = []
@@ -84,9 +89,9 @@ def vit_small():
     return backbone.random_backbone("small", seed=0)
 
 
-def case_online(snippets, _, head=None):
+def case_online(pixels):
     net = vit_small().eval()
-    clips = torch.randint(0, 256, (8, 16, PIXELS, PIXELS, 3), dtype=torch.uint8)
+    clips = torch.randint(0, 256, (8, 16, pixels, pixels, 3), dtype=torch.uint8)
     before = rss_mb()
     with torch.no_grad():
         net(clips, list(LAYERS))  # warm-up
@@ -98,11 +103,11 @@ def case_online(snippets, _, head=None):
     return {"seconds_per_snippet": per_snippet, "memory_mb": peak_mb() - before}
 
 
-def case_full(snippets, _, head=None):
+def case_full(snippets, pixels):
     net = vit_small().train().requires_grad_(True)
     head = model.Detector("head_only", 384, 1, CLASSES, HeadConfig())
     optimizer = torch.optim.AdamW([*net.parameters(), *head.parameters()], lr=1e-5)
-    clips = torch.randint(0, 256, (snippets, 16, PIXELS, PIXELS, 3), dtype=torch.uint8)
+    clips = torch.randint(0, 256, (snippets, 16, pixels, pixels, 3), dtype=torch.uint8)
     before = rss_mb()
     start = time.perf_counter()
     tokens = net(clips, [12])[0]
@@ -118,53 +123,64 @@ def case_full(snippets, _, head=None):
     return {"seconds": time.perf_counter() - start, "memory_mb": peak_mb() - before}
 
 
-def run_case(case, snippets, head="published"):
-    out = subprocess.run([sys.executable, __file__, "--case", case, "--snippets", str(snippets), "--head", head],
-                         capture_output=True, text=True, check=True)
+def run_case(*args):
+    out = subprocess.run([sys.executable, __file__, "--case", *map(str, args)], capture_output=True, text=True,
+                         check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def cache_label(head, long_window):
+    return f"{head} head, long range {'whole video' if long_window is None else f'+-{long_window}'}"
+
+
 def main():
-    online = run_case("online", 16)
-    small, larger = run_case("full", 4), run_case("full", 12)
-    full_time = (larger["seconds"] - small["seconds"]) / 8
-    full_memory = (larger["memory_mb"] - small["memory_mb"]) / 8
+    online = {pixels: run_case("online", pixels) for pixels in PIXELS}
+    full = {}
+    for pixels in PIXELS:
+        small, larger = run_case("full", 4, pixels), run_case("full", 12, pixels)
+        full[pixels] = {key: (larger[key] - small[key]) / 8 for key in ("seconds", "memory_mb")}
+    cached = {(snippets, case): run_case("cache", snippets, *case) for snippets in SNIPPETS for case in CACHE_CASES}
     rows = []
     for snippets in SNIPPETS:
-        cached, small_head = run_case("cache", snippets), run_case("cache", snippets, "demo")
-        online_seconds = online["seconds_per_snippet"] * snippets + cached["seconds"] - cached["read_seconds"]
-        full_seconds, full_mb = full_time * snippets, full_memory * snippets
-        rows += [
-            {"T": snippets, "step": "LoSA from the cache (measured)", "seconds": f"{cached['seconds']:.2f}",
-             "peak MB": f"{cached['memory_mb']:.0f}", "vs cache": "1x"},
-            {"T": snippets, "step": "LoSA from the cache, demo-size head (measured)",
-             "seconds": f"{small_head['seconds']:.2f}", "peak MB": f"{small_head['memory_mb']:.0f}",
-             "vs cache": f"{online_seconds / small_head['seconds']:.0f}x faster than online"},
-            {"T": snippets, "step": "frozen backbone online + LoSA (backbone extrapolated)",
-             "seconds": f"{online_seconds:.0f}", "peak MB": f"{max(online['memory_mb'], cached['memory_mb']):.0f}",
-             "vs cache": f"{online_seconds / cached['seconds']:.0f}x time"},
-            {"T": snippets, "step": "full fine-tuning (extrapolated from 4 and 12 snippets)",
-             "seconds": f"{full_seconds:.0f}", "peak MB": f"{full_mb:.0f}",
-             "vs cache": f"{full_mb / cached['memory_mb']:.0f}x memory"},
-        ]
-    print(f"LoSA trainable parameters: {cached['trainable']:,}; backbone per snippet online "
-          f"{online['seconds_per_snippet'] * 1000:.0f} ms; full fine-tuning per snippet {full_time:.2f} s, "
-          f"{full_memory:.0f} MB")
-    report("train", "One training step on one video of T snippets (ViT-S width, 4 tapped layers, CPU, 2 threads)",
-           rows, "python benchmarks/train.py")
+        for case in CACHE_CASES:
+            step = cached[snippets, case]
+            # Online = the backbone over every snippet, then the same step on its activations.
+            online_seconds = {pixels: online[pixels]["seconds_per_snippet"] * snippets + step["seconds"]
+                              - step["read_seconds"] for pixels in PIXELS}
+            rows.append({"T": snippets, "LoSA step from the cache": cache_label(*case),
+                         "seconds": f"{step['seconds']:.2f}", "peak MB": f"{step['memory_mb']:.0f}",
+                         **{f"online {p} px: s (x)": f"{online_seconds[p]:.0f} ({online_seconds[p] / step['seconds']:.0f}x)"
+                            for p in PIXELS},
+                         **{f"full FT {p} px: s, MB (x)": f"{full[p]['seconds'] * snippets:.0f}, "
+                            f"{full[p]['memory_mb'] * snippets:.0f} ({full[p]['memory_mb'] * snippets / step['memory_mb']:.0f}x)"
+                            for p in PIXELS}})
+    growth = [f"{cache_label(*case)}: time x{cached[SNIPPETS[1], case]['seconds'] / cached[SNIPPETS[0], case]['seconds']:.1f}, "
+              f"memory x{cached[SNIPPETS[1], case]['memory_mb'] / cached[SNIPPETS[0], case]['memory_mb']:.1f}"
+              for case in CACHE_CASES]
+    print(f"Trainable parameters: {cached[SNIPPETS[0], CACHE_CASES[0]]['trainable']:,} (published head), "
+          f"{cached[SNIPPETS[0], CACHE_CASES[1]]['trainable']:,} (demo head). Backbone online per snippet: "
+          + ", ".join(f"{online[p]['seconds_per_snippet'] * 1000:.0f} ms at {p} px" for p in PIXELS)
+          + ". Full fine-tuning per snippet: "
+          + ", ".join(f"{full[p]['seconds']:.2f} s and {full[p]['memory_mb']:.0f} MB at {p} px" for p in PIXELS)
+          + f". From T={SNIPPETS[0]} to {SNIPPETS[1]}: " + "; ".join(growth) + ".")
+    report("train", "One training step on one video of T snippets (ViT-S width, 4 tapped layers, CPU, 2 threads; "
+           "x = online time or full fine-tuning memory over the cache step's)", rows, "python benchmarks/train.py")
 
 
 if __name__ == "__main__":
     torch.set_num_threads(2)
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--case", choices=["cache", "online", "full"])
-    parser.add_argument("--snippets", type=int)
-    parser.add_argument("--head", choices=list(HEADS), default="published")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", nargs="+", metavar="ARG",
+                        help="one measurement in this process: cache T HEAD WINDOW | online PIXELS | full T PIXELS")
     args = parser.parse_args()
     if args.case is None:
         main()
     else:
-        with tempfile.TemporaryDirectory() as tmp:
-            cases = {"cache": case_cache, "online": case_online, "full": case_full}
-            result = cases[args.case](args.snippets, tmp, args.head)
+        name, *values = args.case
+        values = [None if v == "None" else v if v in HEADS else int(v) for v in values]
+        if name == "cache":
+            with tempfile.TemporaryDirectory() as tmp:
+                result = case_cache(values[0], tmp, *values[1:])
+        else:
+            result = {"online": case_online, "full": case_full}[name](*values)
         print(json.dumps(result))
