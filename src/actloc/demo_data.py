@@ -1,10 +1,16 @@
 """The built-in demo dataset: synthetic untrimmed videos rendered by ffmpeg's lavfi sources.
 
 Every action is a disc of a random colour from one palette, so colour says nothing about the
-class; the five classes differ only in how the disc changes over time (blink, grow, shrink,
-slide left, slide right). Distractor discs sit still (half transparent, so that their mean over
-a snippet is a blinking disc's) or drift vertically, so a single frame cannot tell a growing
-disc from a still one, nor where an action starts or ends.
+class; the five classes differ only in how the disc changes over time, in two pairs and one
+more. A `blink` disc is on for 0.4 s, off for 0.4 s; a `glow` disc is still and half
+transparent. A `jump` disc sits at one spot for 0.4 s, at another, diagonally across, for the
+next 0.4 s; `twins` are two still half-transparent discs on two such spots. Each pair looks
+the same averaged over any whole number of 0.8-s cycles, and a demo snippet (16 frames at 10
+fps) holds two: the snippet's pooled vector cannot tell blink from glow nor jump from twins;
+only how the frames inside the snippet differ can, which LoSA's temporal tokens keep. A
+repeating action starts at a random point of its cycle. A `grow` disc grows over the whole
+action, which snippet after snippet shows. Distractor discs sit still or drift vertically, so
+a single frame cannot tell a growing disc from a still one, nor where an action starts or ends.
 
 The background is one static left-to-right colour gradient, the same in every video. It is
 plain on purpose: the demo's backbone has random weights, and a random ViT's pooled
@@ -27,17 +33,17 @@ from tqdm import tqdm
 from .decode import ffmpeg_exe
 from .io import InputError, atomic_path, write_json
 
-CLASSES = ("blink", "grow", "shrink", "slide_left", "slide_right")
+CLASSES = ("blink", "glow", "jump", "twins", "grow")
+CYCLIC = ("blink", "jump")
+PAIRED = ("jump", "twins")  # on two spots that never overlap
 DISTRACTORS = ("still", "drift")
 SUBSETS = {"training": "train", "testing": "test"}
 # Square frames: the backbone sees all of them (it centre-crops to a square).
 WIDTH, HEIGHT, FPS = 64, 64, 20
 SPRITE = 37  # side of the square each disc is drawn in
 RADIUS = (7.0, 18.0)  # smallest and largest disc radius, pixels
-BLINK_PERIOD = FPS // 2  # frames: on for half of it, off for the other half
-# A still distractor is half transparent: averaged over a snippet it looks like a blinking disc,
-# which only the order of frames within the snippet tells apart.
-OPACITY = {"still": 0.5}
+PAIRED_RADIUS = (7.0, 12.0)  # two spots >= 25 px apart: the discs never overlap
+PERIOD = 16  # frames (0.8 s) of a blink or jump cycle: on (or at the first spot) for the first half
 PALETTE = ("#ffd040", "#40e0ff", "#ff6080", "#a0ff60", "#f0f0f0", "#c080ff")
 BACKGROUND = ("#102080", "#804010")  # left and right ends of the horizontal gradient
 
@@ -55,6 +61,7 @@ class Disc:
     y1: int
     radius: float
     color: str
+    phase: int = 0  # where in its cycle a repeating action starts, frames
 
 
 @dataclass(frozen=True)
@@ -87,21 +94,22 @@ def random_disc(rng, kind, first, last):
     x0, y0 = int(rng.integers(0, room_x + 1)), int(rng.integers(0, room_y + 1))
     x1, y1 = x0, y0
     seconds = (last - first) / FPS
-    if kind in ("slide_left", "slide_right"):
-        travel = int(np.clip(rng.uniform(7.5, 17.5) * seconds, 6, room_x))
-        x0 = int(rng.integers(0, room_x - travel + 1))
-        x1 = x0 + travel
-        if kind == "slide_left":
-            x0, x1 = x1, x0
+    if kind in PAIRED:  # spots in opposite corners of the room, on either diagonal
+        third = room_x // 3
+        x0, x1 = int(rng.integers(0, third + 1)), int(rng.integers(room_x - third, room_x + 1))
+        y0, y1 = int(rng.integers(0, third + 1)), int(rng.integers(room_y - third, room_y + 1))
+        if rng.random() < 0.5:
+            y0, y1 = y1, y0
     elif kind == "drift":
         travel = int(np.clip(rng.uniform(2.5, 7.5) * seconds, 4, room_y))
         y0 = int(rng.integers(0, room_y - travel + 1))
         y1 = y0 + travel * int(rng.choice([-1, 1]))
         if y1 < 0:
             y0, y1 = y0 + travel, y0
-    radius = float(np.round(rng.uniform(*RADIUS), 1))
+    radius = float(np.round(rng.uniform(*(PAIRED_RADIUS if kind in PAIRED else RADIUS)), 1))
     color = PALETTE[int(rng.integers(len(PALETTE)))]
-    return Disc(kind, first, last, x0, y0, x1, y1, radius, color)
+    phase = int(rng.integers(PERIOD)) if kind in CYCLIC else 0
+    return Disc(kind, first, last, x0, y0, x1, y1, radius, color, phase)
 
 
 def plan_video(seed, subset, index, min_seconds=20, max_seconds=40):
@@ -155,15 +163,29 @@ def _progress(disc, frame):
     return f"clip({frame}/{max(disc.last - 1 - disc.first, 1)},0,1)"
 
 
-def _radius_expr(disc):
+def _on_first_half(disc, frame):
+    """1 in the first half of the disc's cycle, else 0; `frame` counts from its first frame."""
+    return f"lt(mod({frame}+{disc.phase},{PERIOD}),{PERIOD // 2})"
+
+
+def _radius(disc):
+    """geq expression of the disc's radius in its own frame N."""
     low, high = RADIUS
     if disc.kind == "grow":
         return f"{low}+{high - low}*{_progress(disc, 'N')}"
-    if disc.kind == "shrink":
-        return f"{high}-{high - low}*{_progress(disc, 'N')}"
     if disc.kind == "blink":
-        return f"{disc.radius}*lt(mod(N,{BLINK_PERIOD}),{BLINK_PERIOD // 2})"
+        return f"{disc.radius}*{_on_first_half(disc, 'N')}"
     return str(disc.radius)
+
+
+def _spots(disc):
+    """overlay expressions (x, y) of each copy of the disc, in the video's frame n."""
+    frame = f"(round(t*{FPS})-{disc.first})"  # overlay's own n runs a frame ahead of its timeline's
+    if disc.kind == "twins":
+        return [(disc.x0, disc.y0), (disc.x1, disc.y1)]
+    # A jump is at (x1, y1) in the second half of its cycle; anything else moves once along its path.
+    where = f"(1-{_on_first_half(disc, frame)})" if disc.kind == "jump" else _progress(disc, frame)
+    return [(f"{disc.x0}+{disc.x1 - disc.x0}*{where}", f"{disc.y0}+{disc.y1 - disc.y0}*{where}")]
 
 
 def filter_graph(video):
@@ -172,17 +194,21 @@ def filter_graph(video):
     chains = [f"gradients=s={WIDTH}x{HEIGHT}:r={FPS}:c0={left}:c1={right}:nb_colors=2:x0=0:y0={HEIGHT // 2}"
               f":x1={WIDTH - 1}:y1={HEIGHT // 2}:speed=0.00001,format=rgb24[bg0]"]
     centre = (SPRITE - 1) / 2
-    discs = video.distractors + video.actions
-    for i, d in enumerate(discs):
+    layers = 0
+    for i, d in enumerate(video.distractors + video.actions):
         r, g, b = (int(d.color[k:k + 2], 16) for k in (1, 3, 5))
-        alpha = f"{round(255 * OPACITY.get(d.kind, 1))}*lt(hypot(X-{centre},Y-{centre}),{_radius_expr(d)})"
+        opacity = 128 if d.kind in ("glow", "twins") else 255
+        spots = _spots(d)
+        copies = "".join(f"[disc{i}_{k}]" for k in range(len(spots)))
         # Drawn only during its own frames (one spare), shifted to its start: geq is the cost.
-        chains.append(f"color=c=black:s={SPRITE}x{SPRITE}:r={FPS}:d={(d.last - d.first + 1) / FPS},"
-                      f"format=rgba,geq=r={r}:g={g}:b={b}:a='{alpha}',setpts=PTS+{d.first}/({FPS}*TB)[disc{i}]")
-        progress = _progress(d, f"(n-{d.first})")
-        chains.append(f"[bg{i}][disc{i}]overlay=x='{d.x0}+{d.x1 - d.x0}*{progress}':y='{d.y0}+{d.y1 - d.y0}*{progress}'"
-                      f":eof_action=pass:enable='between(n,{d.first},{d.last - 1})'[bg{i + 1}]")
-    chains.append(f"[bg{len(discs)}]format=yuv420p[out]")
+        chains.append(f"color=c=black:s={SPRITE}x{SPRITE}:r={FPS}:d={(d.last - d.first + 1) / FPS},format=rgba,"
+                      f"geq=r={r}:g={g}:b={b}:a='{opacity}*lt(hypot(X-{centre},Y-{centre}),{_radius(d)})',"
+                      f"setpts=PTS+{d.first}/({FPS}*TB),split={len(spots)}{copies}")
+        for k, (x, y) in enumerate(spots):
+            chains.append(f"[bg{layers}][disc{i}_{k}]overlay=x='{x}':y='{y}':eof_action=pass"
+                          f":enable='between(n,{d.first},{d.last - 1})'[bg{layers + 1}]")
+            layers += 1
+    chains.append(f"[bg{layers}]format=yuv420p[out]")
     return ";".join(chains)
 
 
