@@ -15,7 +15,7 @@ a single frame cannot tell a growing disc from a still one, nor where an action 
 The background is one static left-to-right colour gradient, the same in every video. It is
 plain on purpose: the demo's backbone has random weights, and a random ViT's pooled
 activations mostly follow the frame's mean colour. On a gradient, a disc changes that mean by
-what it hides, so even where it is (a slide's direction) shows up in those activations.
+what it hides, so even where it is (a jump's spot) shows up in those activations.
 
 The plan of a video (its length, actions and distractors) is a pure function of the seed,
 subset and index, so the ground truth is exact and known without rendering anything.
