@@ -27,6 +27,8 @@ def test_plan_meets_the_spec(default_plan):
         assert video.distractors
         for a, b in zip(video.actions, video.actions[1:]):
             assert a.last + FPS <= b.first  # ordered, at least 1 s apart
+        for d in video.distractors:  # in the gaps between actions only
+            assert all(d.last <= a.first or a.last <= d.first for a in video.actions), video.name
         for disc in video.actions + video.distractors:
             assert 0.5 * FPS <= disc.last - disc.first <= 10 * FPS
             assert 0 <= min(disc.x0, disc.x1) and max(disc.x0, disc.x1) <= WIDTH - SPRITE

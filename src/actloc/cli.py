@@ -1,13 +1,15 @@
-"""`actloc <stage> ...`: the command line each Snakemake rule calls, usable by hand too."""
+"""`actloc <stage> ...`: the command line each Snakemake rule calls, usable by hand too.
+
+Each command imports its stage's module when it runs: most stages run once per video, and
+importing torch for ones that do not need it cost ~2 s a job.
+"""
 
 import argparse
 import json
 import logging
 import sys
 
-import torch
-
-from . import annotations, backbone, cache, decode, demo_data, evaluate, infer, report, train
+from . import annotations
 from .io import InputError, read_json, write_json
 
 log = logging.getLogger("actloc")
@@ -62,21 +64,29 @@ def cmd_annotations(args):
 
 
 def cmd_demo_data(args):
+    from . import demo_data
+
     paths = demo_data.generate(args.out_dir, only=args.video, jobs=args.jobs, **demo_settings(args))
     log.info("wrote %d demo videos to %s", len(paths), args.out_dir)
 
 
 def cmd_decode(args):
+    from . import decode
+
     info = decode.normalize(args.source, args.out, args.fps, args.short_side)
     log.info("%s: %d frames at %g fps, %dx%d", args.out, info["frames"], info["fps"], info["width"], info["height"])
 
 
 def cmd_decode_index(args):
+    from . import decode
+
     index = decode.write_index(args.annotations, args.folder, args.out, args.subsets)
     log.info("%s: %d decoded videos", args.out, len(index))
 
 
 def cmd_backbone(args):
+    from . import backbone
+
     settings = backbone.describe(args.name, args.preset, args.checkpoint, args.seed, args.pixels, args.layers,
                                  args.temporal, args.precision)
     write_json(args.out, settings)
@@ -85,6 +95,8 @@ def cmd_backbone(args):
 
 
 def cmd_cache(args):
+    from . import backbone, cache
+
     attrs = cache.build(args.video, args.out, backbone.read_settings(args.backbone), args.snippet_frames, args.stride,
                         args.batch, args.device)
     log.info("%s: %d snippets x %d layers x %d channels", args.out, attrs["snippets"], len(attrs["layers"]),
@@ -92,17 +104,23 @@ def cmd_cache(args):
 
 
 def cmd_cache_index(args):
+    from . import cache
+
     index = cache.write_index(args.annotations, args.folder, args.out, args.subsets)
     log.info("%s: %d cached videos", args.out, len(index))
 
 
 def cmd_import_features(args):
+    from . import cache
+
     index = cache.import_features(args.source, args.annotations, args.out_dir, args.index, args.name,
                                   args.snippet_frames, args.stride, args.fps, args.missing, args.subsets)
     log.info("%s: %d videos imported", args.index, len(index))
 
 
 def cmd_train(args):
+    from . import train
+
     summary = train.train(args.index, args.annotations, args.subset, read_settings(args.settings), args.out_model,
                           args.out_log, args.out_summary, args.checkpoint, args.device)
     log.info("%s: %s, %d trainable parameters, %.1f s, peak %.0f MB", args.out_model, summary["method"],
@@ -110,11 +128,15 @@ def cmd_train(args):
 
 
 def cmd_infer(args):
+    from . import infer
+
     count = infer.run(args.model, args.index, args.annotations, args.subset, args.out, args.device)
     log.info("%s: %d detections", args.out, count)
 
 
 def cmd_report(args):
+    from . import report
+
     table = report.run(args.methods, args.maps, args.summaries, args.out_csv, args.out_md)
     print(report.markdown(table), end="")
 
@@ -130,6 +152,8 @@ def read_settings(text):
 
 
 def cmd_evaluate(args):
+    from . import evaluate
+
     table, _ = evaluate.run(args.annotations, args.predictions, args.subset, args.preset,
                             args.out_map, args.out_per_class, args.unknown_labels)
     print(table.to_string(index=False, float_format=lambda x: f"{100 * x:.2f}"))
@@ -172,7 +196,7 @@ def parser():
 
     p = sub.add_parser("backbone", help="check a backbone's weights and record its identity and settings")
     p.add_argument("--name", required=True, help="the backbone's name in config.yaml")
-    p.add_argument("--preset", required=True, choices=list(backbone.PRESETS))
+    p.add_argument("--preset", required=True, help="model size: tiny, small, ... giant (backbone.PRESETS)")
     p.add_argument("--checkpoint", help="official VideoMAE / VideoMAEv2 .pth; none: random weights")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     p.add_argument("--pixels", type=int, help="frame side fed to the model (default: the preset's)")
@@ -237,7 +261,7 @@ def parser():
     p.add_argument("--annotations", required=True, help="annotations.json of the dataset")
     p.add_argument("--predictions", required=True, help="ActivityNet result JSON")
     p.add_argument("--subset", required=True, choices=annotations.SUBSETS)
-    p.add_argument("--preset", default="thumos", choices=list(evaluate.PRESETS),
+    p.add_argument("--preset", default="thumos",
                    help="tIoU thresholds: thumos 0.3:0.1:0.7, activitynet 0.5:0.05:0.95")
     p.add_argument("--unknown-labels", default="error", choices=["error", "ignore"])
     p.add_argument("--out-map", required=True)
@@ -250,6 +274,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
     if getattr(args, "threads", None):
+        import torch
+
         torch.set_num_threads(args.threads)
     try:
         args.func(args)
