@@ -15,12 +15,12 @@ def default_plan():
 def test_plan_is_deterministic_and_stable_when_grown(default_plan):
     assert demo_data.plan() == default_plan
     assert demo_data.plan(seed=1) != default_plan
-    grown = demo_data.plan(n_train=100, n_test=16)
-    assert grown[:96] == default_plan[:96] and grown[100:] == default_plan[96:]
+    grown = demo_data.plan(n_train=200, n_test=32)
+    assert grown[:192] == default_plan[:192] and grown[200:] == default_plan[192:]
 
 
 def test_plan_meets_the_spec(default_plan):
-    assert [p.subset for p in default_plan] == ["training"] * 96 + ["testing"] * 16
+    assert [p.subset for p in default_plan] == ["training"] * 192 + ["testing"] * 32
     for video in default_plan:
         assert 20 <= video.duration <= 40
         assert len(video.actions) >= 2, video.name
@@ -144,9 +144,15 @@ def test_generate_writes_videos_and_annotations(demo_videos):
     assert not list(folder.glob(".*"))  # no temp file left
 
 
+def test_a_named_video_is_the_same_whatever_the_dataset_size(default_plan):
+    names = ["demo_train_095", "demo_test_003"]
+    assert demo_data.plan_named(names) == [default_plan[95], default_plan[195]]
+
+
 def test_generate_rejects_unknown_video(tmp_path):
-    with pytest.raises(InputError, match="no demo video named demo_train_007"):
-        demo_data.generate(tmp_path, n_train=2, n_test=1, only=["demo_train_007"])
+    for name in ("demo_val_001", "demo_train_7", "clip"):
+        with pytest.raises(InputError, match=f"no demo video named {name}:"):
+            demo_data.generate(tmp_path, only=[name])
     with pytest.raises(InputError, match="demo needs n_train, n_test > 0"):
         demo_data.plan(n_train=0)
     with pytest.raises(InputError, match="6 <= min_seconds"):

@@ -26,6 +26,7 @@ subset and index, so the ground truth is exact and known without rendering anyth
 """
 
 import math
+import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -86,12 +87,6 @@ def video_name(subset, index):
     return f"demo_{SUBSETS[subset]}_{index:03d}"
 
 
-def video_names(n_train, n_test):
-    return [video_name("training", i) for i in range(n_train)] + [
-        video_name("testing", i) for i in range(n_test)
-    ]
-
-
 def random_disc(rng, kind, first, last):
     """A disc of the given kind with a random colour, size and path that stays in the frame."""
     room_x, room_y = WIDTH - SPRITE, HEIGHT - SPRITE
@@ -118,6 +113,9 @@ def random_disc(rng, kind, first, last):
 
 def plan_video(seed, subset, index, min_seconds=20, max_seconds=40):
     """Lay out one video: non-overlapping actions of 1.5-8 s separated by 1-4 s gaps."""
+    # 6 s leaves room for the longest first gap (4 s) and a shortest action.
+    if not 6 <= min_seconds <= max_seconds:
+        raise InputError(f"demo needs 6 <= min_seconds <= max_seconds; got {min_seconds}, {max_seconds}")
     rng = np.random.default_rng([seed, list(SUBSETS).index(subset), index])
     frames = int(rng.integers(min_seconds, max_seconds + 1)) * FPS
     actions, frame = [], 0
@@ -143,14 +141,25 @@ def plan_video(seed, subset, index, min_seconds=20, max_seconds=40):
     return VideoPlan(video_name(subset, index), subset, frames, seed, tuple(actions), tuple(distractors))
 
 
-def plan(seed=0, n_train=96, n_test=16, min_seconds=20, max_seconds=40):
-    # 6 s leaves room for the longest first gap (4 s) and a shortest action.
-    if not (n_train > 0 and n_test > 0 and 6 <= min_seconds <= max_seconds):
-        raise InputError(f"demo needs n_train, n_test > 0 and 6 <= min_seconds <= max_seconds; "
-                         f"got {n_train}, {n_test}, {min_seconds}, {max_seconds}")
+def plan(seed=0, n_train=192, n_test=32, min_seconds=20, max_seconds=40):
+    if not (n_train > 0 and n_test > 0):
+        raise InputError(f"demo needs n_train, n_test > 0; got {n_train}, {n_test}")
     counts = {"training": n_train, "testing": n_test}
     return [plan_video(seed, subset, i, min_seconds, max_seconds)
             for subset, n in counts.items() for i in range(n)]
+
+
+def plan_named(names, seed=0, min_seconds=20, max_seconds=40):
+    """The plans of the named videos. A video depends only on its name, the seed and the length
+    bounds: n_train and n_test say which videos exist, so growing them changes none made before."""
+    subsets = {short: subset for subset, short in SUBSETS.items()}
+    videos = []
+    for name in names:
+        match = re.fullmatch(r"demo_(train|test)_(\d+)", name)
+        if not match or video_name(subsets[match[1]], int(match[2])) != name:
+            raise InputError(f"no demo video named {name}: demo videos are named like demo_train_000, demo_test_000")
+        videos.append(plan_video(seed, subsets[match[1]], int(match[2]), min_seconds, max_seconds))
+    return videos
 
 
 def ground_truth(videos):
@@ -231,19 +240,11 @@ def render(video, out):
             raise RuntimeError(f"ffmpeg failed rendering {out}: {done.stderr.strip()[-2000:]}")
 
 
-def generate(out_dir, seed=0, n_train=96, n_test=16, min_seconds=20, max_seconds=40, only=None, jobs=2):
-    """Render the demo videos into `out_dir` (only the named ones if `only` is given).
-
-    Writes `annotations.json` beside them when rendering the whole set.
-    """
-    videos = plan(seed, n_train, n_test, min_seconds, max_seconds)
-    if only:
-        known = {v.name: v for v in videos}
-        missing = sorted(set(only) - set(known))
-        if missing:
-            raise InputError(f"no demo video named {', '.join(missing)}: this demo has {videos[0].name} "
-                             f"... {videos[-1].name} (n_train={n_train}, n_test={n_test})")
-        videos = [known[name] for name in only]
+def generate(out_dir, seed=0, n_train=192, n_test=32, min_seconds=20, max_seconds=40, only=None, jobs=2):
+    """Render the demo videos into `out_dir`: all n_train + n_test of them, with `annotations.json`
+    beside them, or only the named ones (n_train and n_test then play no part)."""
+    videos = plan_named(only, seed, min_seconds, max_seconds) if only else plan(seed, n_train, n_test, min_seconds,
+                                                                                 max_seconds)
     out_dir = Path(out_dir)
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         jobs_done = pool.map(lambda v: render(v, out_dir / f"{v.name}.mp4"), videos)

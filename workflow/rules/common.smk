@@ -51,11 +51,13 @@ def dataset(wildcards):
     return config["datasets"][wildcards.ds]
 
 
-def demo_args(wildcards):
-    """The demo settings as `actloc` options."""
+def demo_args(wildcards, keys=None):
+    """The demo settings (or only `keys` of them) as `actloc` options."""
     settings = dataset(wildcards)["demo"]
     return " ".join(
-        f"--{key.replace('_', '-')} {value}" for key, value in settings.items()
+        f"--{key.replace('_', '-')} {value}"
+        for key, value in settings.items()
+        if keys is None or key in keys
     )
 
 

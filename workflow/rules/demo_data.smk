@@ -10,7 +10,10 @@ rule demo_data:
     conda:
         "../../envs/actloc.yaml"
     params:
-        settings=demo_args,
+        # What a video's pixels depend on: growing n_train or n_test re-renders nothing.
+        settings=lambda wildcards: demo_args(
+            wildcards, ("seed", "min_seconds", "max_seconds")
+        ),
     shell:
         "actloc demo-data --out-dir results/{wildcards.ds}/source --video {wildcards.video:q}"
         " {params.settings} 2> {log:q}"
