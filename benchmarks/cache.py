@@ -70,7 +70,7 @@ def main():
                 "pooled (B/snippet/layer)": f"{pooled:.0f} (raw {2 * width})",
                 "temporal (B/snippet/layer)": f"{temporal:.0f} (raw {16 * width})",
             })
-    report("cache", "Cache stage vs bare backbone forward (CPU, 2 threads)", rows, "python benchmarks/cache.py")
+    report("cache", "Cache stage vs bare backbone forward (CPU, 2 threads)", rows)
 
 
 if __name__ == "__main__":

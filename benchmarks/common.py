@@ -1,5 +1,7 @@
 """Shared by the benchmark scripts: timing and the table each one prints and saves."""
 
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -16,9 +18,11 @@ def best_time(fn, repeats=3):
     return min(times)
 
 
-def report(name, title, rows, command):
-    """Print a markdown table of `rows` (dicts) and write it to benchmarks/results/<name>.md."""
+def report(name, title, rows):
+    """Print a markdown table of `rows` (dicts) and write it to benchmarks/results/<name>.md,
+    headed by the command line that made it."""
     header = list(rows[0])
+    command = shlex.join(["python", *sys.argv])
     lines = [f"# {title}", "", f"Command: `{command}`", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(row[h]) for h in header) + " |" for row in rows]

@@ -39,7 +39,7 @@ def main():
                 "iter_frames (frames/s)": f"{info['frames'] / reader:.0f}",
                 "ratio": f"{ceiling / reader:.0%}",
             })
-    report("decode", "Frame reader vs ffmpeg decode-only ceiling", rows, "python benchmarks/decode.py")
+    report("decode", "Frame reader vs ffmpeg decode-only ceiling", rows)
 
 
 if __name__ == "__main__":

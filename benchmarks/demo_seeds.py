@@ -53,8 +53,7 @@ def main():
     for method, mean in means.items():
         rows.append({"method": method, "seed": "mean", **{k: "" for k in rows[0] if k.startswith("mAP@")},
                      "train s": ""} | {"mAP@average": f"{mean:.2f}"})
-    report("demo_seeds", f"Demo test mAP (%) by method and seed ({len(args.seeds)} seeds)", rows,
-           "python benchmarks/demo_seeds.py")
+    report("demo_seeds", f"Demo test mAP (%) by method and seed ({len(args.seeds)} seeds)", rows)
 
 
 if __name__ == "__main__":

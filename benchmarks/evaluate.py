@@ -46,7 +46,7 @@ def main():
         seconds = best_time(lambda: per_class.append(evaluate.evaluate(dataset, table, "testing", thresholds)))
         rows.append({"preset": preset, "thresholds": len(thresholds), "predictions": len(table),
                      "seconds": f"{seconds:.3f}", "avg mAP": f"{evaluate.summarize(per_class[0])['mAP'].iloc[-1]:.4f}"})
-    report("evaluate", "Evaluator at THUMOS-14 test size", rows, "python benchmarks/evaluate.py")
+    report("evaluate", "Evaluator at THUMOS-14 test size", rows)
 
 
 if __name__ == "__main__":

@@ -164,7 +164,7 @@ def main():
           + ", ".join(f"{full[p]['seconds']:.2f} s and {full[p]['memory_mb']:.0f} MB at {p} px" for p in PIXELS)
           + f". From T={SNIPPETS[0]} to {SNIPPETS[1]}: " + "; ".join(growth) + ".")
     report("train", "One training step on one video of T snippets (ViT-S width, 4 tapped layers, CPU, 2 threads; "
-           "x = online time or full fine-tuning memory over the cache step's)", rows, "python benchmarks/train.py")
+           "x = online time or full fine-tuning memory over the cache step's)", rows)
 
 
 if __name__ == "__main__":
