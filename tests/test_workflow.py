@@ -114,6 +114,15 @@ def test_demo_dag_runs_to_the_table_and_reruns_nothing(tmp_path):
         assert not (results / method / "checkpoint.pt").exists()
     again = snakemake(tmp_path, "all", "results/demo/videos.json")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    # One more training video: only it is rendered; the videos made before are left alone.
+    made = {v: (results / "source" / f"{v}.mp4").stat().st_mtime_ns for v in index}
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    config["datasets"]["demo"]["demo"]["n_train"] = 3
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    grown = snakemake(tmp_path, "results/demo/videos.json")
+    assert grown.returncode == 0, grown.stderr[-3000:]
+    assert {v: (results / "source" / f"{v}.mp4").stat().st_mtime_ns for v in index} == made
+    assert sorted(json.loads((results / "videos.json").read_text())) == sorted(index) + ["demo_train_002"]
 
 
 @pytest.mark.slow

@@ -243,8 +243,10 @@ def render(video, out):
 def generate(out_dir, seed=0, n_train=192, n_test=32, min_seconds=20, max_seconds=40, only=None, jobs=2):
     """Render the demo videos into `out_dir`: all n_train + n_test of them, with `annotations.json`
     beside them, or only the named ones (n_train and n_test then play no part)."""
-    videos = plan_named(only, seed, min_seconds, max_seconds) if only else plan(seed, n_train, n_test, min_seconds,
-                                                                                 max_seconds)
+    if only:
+        videos = plan_named(only, seed, min_seconds, max_seconds)
+    else:
+        videos = plan(seed, n_train, n_test, min_seconds, max_seconds)
     out_dir = Path(out_dir)
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         jobs_done = pool.map(lambda v: render(v, out_dir / f"{v.name}.mp4"), videos)
