@@ -111,11 +111,12 @@ def test_each_class_changes_as_named(rendered):
     for spot, expected in ((0, first_half(jump)), (1, [not on for on in first_half(jump)])):
         assert (changed(frames, slice(jump.first, jump.last), jump, spot) > 100).tolist() == expected
     centre = SPRITE // 2
-    for disc, colour, spots in ((glow, (0xFF, 0xD0, 0x40), [0]), (twins, (0x40, 0xE0, 0xFF), [0, 1])):
+    for disc, spots in ((glow, [0]), (twins, [0, 1])):
+        colour = np.array(demo_data.rgb(disc.color))
         for spot in spots:  # half transparent
             x, y = (disc.x0, disc.y0) if spot == 0 else (disc.x1, disc.y1)
             pixel, background = frames[disc.first + 5, y + centre, x + centre], frames[0, y + centre, x + centre]
-            assert np.abs(pixel - (np.array(colour) + background) / 2).max() < 20
+            assert np.abs(pixel - (colour + background) / 2).max() < 20
     grow_area = changed(frames, slice(grow.first, grow.last, 8), grow)
     assert all(np.diff(grow_area) > 0)
 

@@ -1,9 +1,8 @@
 import pytest
 import torch
-
-from actloc.head import HeadConfig
 import torch.nn.functional as F
 
+from actloc.head import HeadConfig
 from actloc.losa import LongRange, LosaConfig, ShortRange
 from actloc.model import Detector
 

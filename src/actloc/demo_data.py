@@ -175,6 +175,11 @@ def ground_truth(videos):
     return {"classes": list(CLASSES), "database": database}
 
 
+def rgb(color):
+    """(r, g, b), 0-255, of a '#rrggbb' colour."""
+    return tuple(int(color[k:k + 2], 16) for k in (1, 3, 5))
+
+
 def _progress(disc, frame):
     """0 at the disc's first frame, 1 at its last; `frame` counts from the disc's first frame."""
     return f"clip({frame}/{max(disc.last - 1 - disc.first, 1)},0,1)"
@@ -213,7 +218,7 @@ def filter_graph(video):
     centre = (SPRITE - 1) / 2
     layers = 0
     for i, d in enumerate(video.distractors + video.actions):
-        r, g, b = (int(d.color[k:k + 2], 16) for k in (1, 3, 5))
+        r, g, b = rgb(d.color)
         opacity = 128 if d.kind in ("glow", "twins") else 255
         spots = _spots(d)
         copies = "".join(f"[disc{i}_{k}]" for k in range(len(spots)))
