@@ -122,3 +122,16 @@ def test_train_with_bad_settings_is_one_clear_line(tmp_path, synthetic_dataset):
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "actloc train: error: training settings:" in done.stderr and "'epoch'" in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_lofi_training_without_a_backbone_or_with_a_bad_report_pair_is_one_clear_line(tmp_path, synthetic_dataset):
+    index, annotations = synthetic_dataset
+    done = actloc("train", "--index", index, "--annotations", annotations, "--subset", "training",
+                  "--settings", '{"method": "lofi"}', "--out-model", "b.pth", "--out-log", "l.csv",
+                  "--out-summary", "s.json", cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "actloc train: error: train: method lofi needs --backbone" in done.stderr
+    done = actloc("report", "--methods", "lofi", "--maps", "m.csv", "--summaries", "s.json", "--stage-a", "lofi",
+                  "--out-csv", "t.csv", "--out-md", "t.md", cwd=tmp_path)
+    assert done.returncode == 1 and "--stage-a takes METHOD=PATH, not 'lofi'" in done.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -47,10 +47,10 @@ def test_training_windows_keep_half_an_action_and_collate_pads_and_shifts(synthe
     video = videos[0]
     generator = torch.Generator().manual_seed(0)
     for _ in range(20):
-        start, stop = data.training_window(video, 16, generator)
+        start, stop = data.training_window(video.length, video.segments, 16, generator)
         inside = (video.segments[:, 1].clamp(max=stop) - video.segments[:, 0].clamp(min=start)).clamp(min=0)
         assert stop - start == 16 and (inside / (video.segments[:, 1] - video.segments[:, 0]) >= 0.5).any()
-    assert data.training_window(video, 1000, generator) == (0, video.length)
+    assert data.training_window(video.length, video.segments, 1000, generator) == (0, video.length)
     batch = data.collate([videos[0], videos[1]], [(3, 13), (0, 20)], None, True, 8)
     assert batch["pooled"].shape == (2, 2, 24, 8) and batch["temporal"].shape == (2, 2, 24, 4, 8)
     assert batch["mask"].sum(1).tolist() == [10, 20] and batch["pooled"][0, :, 10:].abs().sum() == 0
@@ -121,7 +121,7 @@ def test_bad_settings_and_inputs_are_clear_errors(tmp_path, synthetic_dataset):
     with pytest.raises(InputError, match="unexpected keyword argument 'epoch'"):
         train.full_settings({"method": "losa", "train": {"epoch": 3}})
     with pytest.raises(InputError, match="method must be one of"):
-        train.full_settings({"method": "lofi"})
+        train.full_settings({"method": "bogus"})
     with pytest.raises(InputError, match="levels need as many regression ranges"):
         train.full_settings({"method": "losa", "head": {"levels": 2}})
     with pytest.raises(InputError, match="no testing video"):

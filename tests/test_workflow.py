@@ -25,8 +25,10 @@ TINY_HEAD = {"width": 16, "levels": 2, "window": 3, "heads": 2, "regression_rang
 def tiny_config(tmp_path, **datasets):
     config = {"targets": ["demo"],
               "backbones": {"tiny": {"preset": "tiny", "pixels": 32, "layers": [2, 4], "batch": 4}},
+              "methods": {"head_only": {"type": "head_only"}, "losa": {"type": "losa"},
+                          "lofi": {"type": "lofi", "lofi": {"budget_mb": 2000, "train": {"epochs": 1}}}},
               "datasets": {"demo": {"type": "demo", "demo": TINY, "decode": {"fps": 10, "short_side": 64},
-                                    "backbone": "tiny", "head": TINY_HEAD,
+                                    "backbone": "tiny", "head": TINY_HEAD, "methods": ["head_only", "losa", "lofi"],
                                     "train": {"epochs": 2, "warmup_epochs": 1}}, **datasets}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     return config
@@ -65,7 +67,9 @@ def test_schema_fills_defaults_and_accepts_the_shipped_config():
     (lambda d: d["demo"].update(type="kinetics"), "'kinetics' is not one of"),
     (lambda d: d["demo"].update(backbone="vit-x"), "dataset 'demo' uses backbone 'vit-x', which is neither"),
     (lambda d: d["demo"].update(snippets={"frames": 15}), "15 is not a multiple of 2"),
-    (lambda d: d["demo"].update(methods=["lofi"]), "dataset 'demo' lists method 'lofi', which is not under methods"),
+    (lambda d: d["demo"].update(methods=["lofy"]), "dataset 'demo' lists method 'lofy', which is not under methods"),
+    (lambda d: d.update(pub={**d["demo"], "features": {"pub": {"path": "p.h5"}}, "backbone": "pub"}),
+     "dataset 'pub' lists LoFi method 'lofi', which tunes the backbone on videos, but its backbone 'pub' is"),
     (lambda d: d["demo"].update(head={"widht": 8}), "'widht' was unexpected"),
 ])
 def test_bad_config_fails_at_parse_time_naming_the_key(tmp_path, change, message):
@@ -100,12 +104,21 @@ def test_demo_dag_runs_to_the_table_and_reruns_nothing(tmp_path):
         assert "clip/s" in (results / "logs" / "cache" / "tiny" / f"{video}.log").read_text()
     assert (results / "classes.txt").read_text().split() == truth["classes"]
     table = pd.read_csv(results / "map.csv")
-    assert table["method"].tolist() == ["head_only", "losa"]
+    assert table["method"].tolist() == ["head_only", "losa", "lofi"]
     assert list(table.columns[1:7]) == ["mAP@0.30", "mAP@0.40", "mAP@0.50", "mAP@0.60", "mAP@0.70", "avg"]
     assert table["trainable_params"].iloc[1] > table["trainable_params"].iloc[0] > 0
     assert (table["peak_memory_mb"] > 0).all() and (table["train_minutes"] > 0).all()
+    assert table["stage_a_minutes"].isna().tolist() == [True, True, False]
+    assert table["stage_a_params"].iloc[2] > table["trainable_params"].iloc[2]  # backbone and head, then the head
     assert (results / "map.md").read_text().startswith("| method |")
-    for method in ("head_only", "losa"):
+    # LoFi's stage B: the tuned backbone cached at full fidelity under its own name and hash.
+    tuned = json.loads((results / "lofi" / "backbone.json").read_text())
+    assert tuned["identity"].startswith("sha256:") and tuned["pixels"] == 32
+    assert len(pd.read_csv(results / "lofi" / "stage_a_log.csv")) == 2
+    for video in index:
+        cache.open_cache(results / "cache" / "lofi" / f"{video}.zarr",
+                         expect={"backbone": "lofi", "identity": tuned["identity"], "pixels": 32})
+    for method in ("head_only", "losa", "lofi"):
         assert len(pd.read_csv(results / method / "train_log.csv")) == 3
         detections = json.loads((results / method / "detections.json").read_text())["results"]
         assert list(detections) == ["demo_test_000"]  # the test subset only

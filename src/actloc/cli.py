@@ -35,7 +35,8 @@ def add_video_list_options(parser):
 
 
 def add_model_input_options(parser):
-    parser.add_argument("--index", required=True, help="the cache index (results/{ds}/cache/{backbone}.json)")
+    parser.add_argument("--index", required=True, help="the cache index (results/{ds}/cache/{backbone}.json); "
+                                                        "train lofi: the decoded videos' (results/{ds}/videos.json)")
     parser.add_argument("--annotations", required=True, help="annotations.json of the dataset")
     parser.add_argument("--subset", required=True, choices=annotations.SUBSETS)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
@@ -119,10 +120,20 @@ def cmd_import_features(args):
 
 
 def cmd_train(args):
-    from . import train
+    settings = read_settings(args.settings)
+    if settings.get("method") == "lofi":
+        from . import lofi
 
-    summary = train.train(args.index, args.annotations, args.subset, read_settings(args.settings), args.out_model,
-                          args.out_log, args.out_summary, args.checkpoint, args.device)
+        if not (args.backbone and args.out_backbone):
+            raise InputError("train: method lofi needs --backbone (the backbone to tune) and --out-backbone")
+        summary = lofi.train_stage_a(args.index, args.annotations, args.subset, settings, args.backbone,
+                                     args.backbone_name, args.out_model, args.out_backbone, args.out_log,
+                                     args.out_summary, args.checkpoint, args.device)
+    else:
+        from . import train
+
+        summary = train.train(args.index, args.annotations, args.subset, settings, args.out_model, args.out_log,
+                              args.out_summary, args.checkpoint, args.device)
     log.info("%s: %s, %d trainable parameters, %.1f s, peak %.0f MB", args.out_model, summary["method"],
              summary["trainable_parameters"], summary["train_seconds"], summary["peak_memory_mb"])
 
@@ -137,7 +148,13 @@ def cmd_infer(args):
 def cmd_report(args):
     from . import report
 
-    table = report.run(args.methods, args.maps, args.summaries, args.out_csv, args.out_md)
+    stage_a = {}
+    for pair in args.stage_a or []:
+        method, sep, path = pair.partition("=")
+        if not sep:
+            raise InputError(f"report: --stage-a takes METHOD=PATH, not {pair!r}")
+        stage_a[method] = path
+    table = report.run(args.methods, args.maps, args.summaries, args.out_csv, args.out_md, stage_a)
     print(report.markdown(table), end="")
 
 
@@ -232,12 +249,17 @@ def parser():
                    help="videos without features: fail, or go on without them")
     p.set_defaults(func=cmd_import_features)
 
-    p = sub.add_parser("train", help="train one method (adapters + head) against a dataset's cache")
+    p = sub.add_parser("train", help="train one method (adapters + head) against a dataset's cache, or LoFi's "
+                                     "backbone and head end to end on its decoded videos")
     add_model_input_options(p)
     p.add_argument("--settings", required=True,
-                   help='JSON (or @file.json): {"method": "head_only"|"losa", "head": {...}, "losa": {...}, '
-                        '"train": {...}}; what is left out takes its default')
-    p.add_argument("--out-model", required=True, help="model.pt: the EMA weights and settings")
+                   help='JSON (or @file.json): {"method": "head_only"|"losa"|"lofi", "head": {...}, "losa": {...}, '
+                        '"lofi": {...}, "train": {...}}; what is left out takes its default')
+    p.add_argument("--out-model", required=True,
+                   help="model.pt: the EMA weights and settings; lofi: the tuned backbone's .pth")
+    p.add_argument("--backbone", help="lofi: JSON of `actloc backbone` for the backbone to tune")
+    p.add_argument("--out-backbone", help="lofi: the tuned backbone's JSON, which the cache stage reads")
+    p.add_argument("--backbone-name", default="lofi", help="lofi: the tuned backbone's name in its caches")
     p.add_argument("--out-log", required=True, help="train_log.csv, a row per epoch")
     p.add_argument("--out-summary", required=True, help="train.json: parameters, peak memory, time")
     p.add_argument("--checkpoint", help="per-epoch checkpoint; a training that finds its own resumes from it")
@@ -253,6 +275,7 @@ def parser():
     p.add_argument("--methods", nargs="+", required=True)
     p.add_argument("--maps", nargs="+", required=True, help="each method's map.csv, in the same order")
     p.add_argument("--summaries", nargs="+", required=True, help="each method's train.json, in the same order")
+    p.add_argument("--stage-a", nargs="+", metavar="METHOD=PATH", help="a LoFi method's stage A train.json")
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
     p.set_defaults(func=cmd_report)

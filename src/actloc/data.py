@@ -73,16 +73,17 @@ def load(index_path, annotations_path, subset):
     return videos, classes
 
 
-def training_window(video, max_length, generator, keep_fraction=0.5, tries=100):
-    """A random [start, stop) of at most `max_length` steps that keeps at least `keep_fraction`
-    of some action (ActionFormer's truncation); the whole video when it is short enough."""
-    if video.length <= max_length:
-        return 0, video.length
+def training_window(length, segments, max_length, generator, keep_fraction=0.5, tries=100):
+    """A random [start, stop) of at most `max_length` of a video's `length` steps that keeps at
+    least `keep_fraction` of one of its `segments` (ActionFormer's truncation); the whole video
+    when it is short enough."""
+    if length <= max_length:
+        return 0, length
     for _ in range(tries):
-        start = int(torch.randint(video.length - max_length + 1, (1,), generator=generator))
+        start = int(torch.randint(length - max_length + 1, (1,), generator=generator))
         stop = start + max_length
-        inside = (video.segments[:, 1].clamp(max=stop) - video.segments[:, 0].clamp(min=start)).clamp(min=0)
-        lengths = (video.segments[:, 1] - video.segments[:, 0]).clamp(min=1e-6)
+        inside = (segments[:, 1].clamp(max=stop) - segments[:, 0].clamp(min=start)).clamp(min=0)
+        lengths = (segments[:, 1] - segments[:, 0]).clamp(min=1e-6)
         if (inside / lengths >= keep_fraction).any():
             break
     return start, stop

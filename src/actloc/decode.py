@@ -116,8 +116,9 @@ def crop_geometry(width, height, size):
     return (max(size, round(width * scale)), max(size, round(height * scale))), (size, size)
 
 
-def iter_frames(path, size=None):
-    """Stream the frames of a decoded video as RGB uint8 arrays (H x W x 3), one at a time.
+def iter_frames(path, size=None, start=0):
+    """Stream the frames of a decoded video as RGB uint8 arrays (H x W x 3), one at a time,
+    from frame `start` on.
 
     `size=None` gives frames as stored; an int gives size x size frames (short side scaled to
     `size`, centre crop). Memory holds one batch of READ_BATCH frames, whatever the video's length.
@@ -125,11 +126,14 @@ def iter_frames(path, size=None):
     path = Path(path)
     info = probe(path)
     width, height = info["width"], info["height"]
-    video = ffmpeg.input(str(path)).video
+    # Frame i is at i / fps; ffmpeg's accurate seek drops every frame before the time asked.
+    seek = {"ss": (start - 0.5) / info["fps"]} if start else {}
+    video = ffmpeg.input(str(path), **seek).video
     if size:
         (sw, sh), (width, height) = crop_geometry(width, height, size)
         video = video.filter("scale", sw, sh).filter("crop", width, height)
-    args = (ffmpeg.output(video, "pipe:", format="rawvideo", pix_fmt="rgb24")
+    # passthrough: every decoded frame once; after a seek, cfr timing would duplicate or drop some.
+    args = (ffmpeg.output(video, "pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
             .global_args("-nostdin", "-v", "error").compile(cmd=ffmpeg_exe()))
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err)

@@ -106,11 +106,12 @@ def make_deterministic(seed):
     torch.manual_seed(seed)
 
 
-def parameter_groups(net, weight_decay):
-    """Weight decay on weight matrices and kernels only, not on biases, norms, scales, gates."""
+def parameter_groups(net, weight_decay, lr):
+    """The trainable parameters of `net` at learning rate `lr`, with weight decay on weight
+    matrices and kernels only, not on biases, norms, scales, gates."""
     params = [p for p in net.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay, "lr": lr},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr": lr}]
 
 
 def resume(checkpoint, key, device, net, ema, optimizer, scheduler):
@@ -131,39 +132,25 @@ def resume(checkpoint, key, device, net, ema, optimizer, scheduler):
     return state["log"]
 
 
-def train(index, annotations, subset, settings, out_model, out_log, out_summary, checkpoint=None, device="auto"):
-    """The `actloc train` command. Returns the summary written to `out_summary`."""
-    settings = full_settings(settings)
-    cfg = TrainConfig(**settings["train"])
-    device = resolve_device(device)
-    make_deterministic(cfg.seed)
-    videos, classes = data.load(index, annotations, subset)
-    attrs = videos[0].cache.attrs
-    net = model.build(settings, attrs["channels"], len(attrs["layers"]), len(classes)).to(device)
-    layers, temporal = net.reads
-    net.fit_standardisation(v.cache.read(layers=layers, temporal=temporal) for v in videos[:STATISTICS_VIDEOS])
-    optimizer = torch.optim.AdamW(parameter_groups(net, cfg.weight_decay), lr=cfg.lr)
-    per_epoch = math.ceil(len(videos) / cfg.batch)
+def optimise(net, groups, cfg, per_epoch, step_losses, key, checkpoint, device, desc):
+    """The training loop every method shares: AdamW over parameter `groups`, warm-up and cosine schedule,
+    clipping, EMA, a per-epoch checkpoint (resumed when it matches `key`). `step_losses(epoch,
+    generator)` yields one dict of losses per step; its "loss" is minimised before the next.
+    Returns (EMA model, a log row per epoch)."""
+    optimizer = torch.optim.AdamW(groups)
     epochs = cfg.warmup_epochs + cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, cfg.warmup_epochs * per_epoch, epochs * per_epoch))
     ema = EMA(net, cfg.ema)
-    store = {k: attrs[k] for k in data.SHARED_ATTRS}
-    key = fingerprint({"settings": settings, "store": store}, index, annotations)
     rows = resume(checkpoint, key, device, net, ema, optimizer, scheduler) if checkpoint else []
     # In a log file (a Snakemake job), a line every 30 s rather than ten a second.
-    bar = tqdm(total=epochs * per_epoch, initial=len(rows) * per_epoch, desc=f"train {settings['method']}",
-               unit="step", mininterval=0.1 if sys.stderr.isatty() else 30)
+    bar = tqdm(total=epochs * per_epoch, initial=len(rows) * per_epoch, desc=desc, unit="step",
+               mininterval=0.1 if sys.stderr.isatty() else 30)
     for epoch in range(len(rows), epochs):
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(videos), generator=generator).tolist()
         net.train()
         sums, started = defaultdict(float), time.perf_counter()
-        for first in range(0, len(order), cfg.batch):
-            chosen = [videos[i] for i in order[first:first + cfg.batch]]
-            windows = [data.training_window(v, cfg.max_length, generator, cfg.keep_fraction) for v in chosen]
-            batch = data.to_device(data.collate(chosen, windows, layers, temporal, net.head.max_stride), device)
-            losses = net.head.loss(net(batch), batch["targets"])
+        for losses in step_losses(epoch, generator):
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
@@ -173,7 +160,7 @@ def train(index, annotations, subset, settings, out_model, out_log, out_summary,
             for name, value in losses.items():
                 sums[name] += value.item() / per_epoch
             bar.update()
-            bar.set_postfix(loss=f"{losses['loss'].item():.3f}")
+            bar.set_postfix(loss=f"{losses['loss'].item():.3f}", refresh=False)
         rows.append({"epoch": epoch + 1, **sums, "lr": scheduler.get_last_lr()[0],
                      "seconds": time.perf_counter() - started, "peak_memory_mb": peak_memory_mb(device)})
         if checkpoint:
@@ -182,15 +169,53 @@ def train(index, annotations, subset, settings, out_model, out_log, out_summary,
                             "ema_updates": ema.updates, "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "log": rows}, tmp)
     bar.close()
+    return ema.model, rows
+
+
+def summarise(method, cfg, rows, videos, net, device):
+    """train.json: what was trained, on how much, at what cost."""
     table = pd.DataFrame(rows)
-    summary = {"method": settings["method"], "seed": cfg.seed, "epochs": epochs, "videos": len(videos),
-               "trainable_parameters": model.trainable_parameters(net),
-               "peak_memory_mb": round(float(table["peak_memory_mb"].max()), 1),
-               "train_seconds": round(float(table["seconds"].sum()), 2), "device": str(device),
-               "final_loss": round(float(table["loss"].iloc[-1]), 6)}
-    model.save(out_model, ema.model, settings, classes, store, summary)
-    write_text(out_log, table.to_csv(index=False, float_format="%.6g"))
+    return {"method": method, "seed": cfg.seed, "epochs": len(rows), "videos": videos,
+            "trainable_parameters": model.trainable_parameters(net),
+            "peak_memory_mb": round(float(table["peak_memory_mb"].max()), 1),
+            "train_seconds": round(float(table["seconds"].sum()), 2), "device": str(device),
+            "final_loss": round(float(table["loss"].iloc[-1]), 6)}
+
+
+def write_log(out_log, out_summary, rows, summary):
+    write_text(out_log, pd.DataFrame(rows).to_csv(index=False, float_format="%.6g"))
     write_json(out_summary, summary)
+
+
+def train(index, annotations, subset, settings, out_model, out_log, out_summary, checkpoint=None, device="auto"):
+    """The `actloc train` command for the methods that train on a cache. Returns the summary
+    written to `out_summary`."""
+    settings = full_settings(settings)
+    cfg = TrainConfig(**settings["train"])
+    device = resolve_device(device)
+    make_deterministic(cfg.seed)
+    videos, classes = data.load(index, annotations, subset)
+    attrs = videos[0].cache.attrs
+    net = model.build(settings, attrs["channels"], len(attrs["layers"]), len(classes)).to(device)
+    layers, temporal = net.reads
+    net.fit_standardisation(v.cache.read(layers=layers, temporal=temporal) for v in videos[:STATISTICS_VIDEOS])
+    store = {k: attrs[k] for k in data.SHARED_ATTRS}
+    key = fingerprint({"settings": settings, "store": store}, index, annotations)
+
+    def step_losses(epoch, generator):
+        order = torch.randperm(len(videos), generator=generator).tolist()
+        for first in range(0, len(order), cfg.batch):
+            chosen = [videos[i] for i in order[first:first + cfg.batch]]
+            windows = [data.training_window(v.length, v.segments, cfg.max_length, generator, cfg.keep_fraction)
+                       for v in chosen]
+            batch = data.to_device(data.collate(chosen, windows, layers, temporal, net.head.max_stride), device)
+            yield net.head.loss(net(batch), batch["targets"])
+
+    trained, rows = optimise(net, parameter_groups(net, cfg.weight_decay, cfg.lr), cfg, math.ceil(len(videos) / cfg.batch),
+                             step_losses, key, checkpoint, device, f"train {settings['method']}")
+    summary = summarise(settings["method"], cfg, rows, len(videos), net, device)
+    model.save(out_model, trained, settings, classes, store, summary)
+    write_log(out_log, out_summary, rows, summary)
     if checkpoint:
         Path(checkpoint).unlink(missing_ok=True)
     return summary

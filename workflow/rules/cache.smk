@@ -2,7 +2,7 @@ rule cache:
     input:
         video="results/{ds}/videos/{video}.mp4",
         info="results/{ds}/videos/{video}.json",
-        backbone="results/backbones/{backbone}.json",
+        backbone=backbone_json,
     output:
         directory("results/{ds}/cache/{backbone}/{video}.zarr"),
     log:
@@ -10,7 +10,7 @@ rule cache:
     benchmark:
         "results/{ds}/benchmarks/cache/{backbone}/{video}.tsv"
     wildcard_constraints:
-        backbone="|".join(map(re.escape, BACKBONES)) or "no-backbone",
+        backbone="|".join(map(re.escape, BACKBONES + LOFI)) or "no-backbone",
     conda:
         "../../envs/actloc.yaml"
     # One thread a job: on CPUs, parallel jobs use the cores better than intra-op threads.
@@ -18,7 +18,7 @@ rule cache:
     params:
         frames=lambda wildcards: dataset(wildcards)["snippets"]["frames"],
         stride=lambda wildcards: dataset(wildcards)["snippets"]["stride"],
-        batch=lambda wildcards: config["backbones"][wildcards.backbone]["batch"],
+        batch=lambda wildcards: base_backbone(wildcards)["batch"],
         device=config["device"],
     shell:
         "actloc cache {input.video:q} --backbone {input.backbone:q} --out {output:q}"
@@ -38,7 +38,7 @@ rule cache_index:
     log:
         "results/{ds}/logs/cache_index/{backbone}.log",
     wildcard_constraints:
-        backbone="|".join(map(re.escape, BACKBONES)) or "no-backbone",
+        backbone="|".join(map(re.escape, BACKBONES + LOFI)) or "no-backbone",
     conda:
         "../../envs/actloc.yaml"
     params:

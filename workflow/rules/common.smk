@@ -4,7 +4,7 @@ import shlex
 from functools import cache
 from pathlib import Path
 
-from actloc.config import method_settings
+from actloc.config import lofi_settings, method_settings
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 DEMO_DATASETS = [ds for ds, d in config["datasets"].items() if d["type"] == "demo"]
@@ -12,6 +12,8 @@ BACKBONES = list(config["backbones"])
 # Published features imported as caches, named per dataset under `features`.
 IMPORTED = sorted({name for d in config["datasets"].values() for name in d["features"]})
 METHODS = list(config["methods"])
+# A LoFi method's tuned backbone is a backbone named after the method, built per dataset.
+LOFI = [m for m, entry in config["methods"].items() if entry["type"] == "lofi"]
 # Folders of results/{ds}/ that a method's results/{ds}/{method}/ must not shadow.
 RESERVED = {"cache", "videos", "source", "logs", "benchmarks"}
 
@@ -39,6 +41,18 @@ for name in set(IMPORTED) & set(BACKBONES):
     raise ValueError(
         f"config.yaml: {name!r} names both a backbone and imported features"
     )
+for name in set(LOFI) & (set(BACKBONES) | set(IMPORTED)):
+    raise ValueError(
+        f"config.yaml: {name!r} names both a LoFi method (whose tuned backbone takes its name)"
+        " and a backbone or imported features"
+    )
+for ds, d in config["datasets"].items():
+    for method in set(d["methods"]) & set(LOFI):
+        if d["backbone"] not in BACKBONES:
+            raise ValueError(
+                f"config.yaml: dataset {ds!r} lists LoFi method {method!r}, which tunes the backbone"
+                f" on videos, but its backbone {d['backbone']!r} is imported features"
+            )
 
 
 wildcard_constraints:
@@ -123,8 +137,23 @@ def backbone_args(wildcards):
     return shlex.join(args)
 
 
+def backbone_json(wildcards):
+    """What `actloc backbone` wrote for a backbone: LoFi's tuned one comes from its stage A."""
+    if wildcards.backbone in LOFI:
+        return f"results/{wildcards.ds}/{wildcards.backbone}/backbone.json"
+    return f"results/backbones/{wildcards.backbone}.json"
+
+
+def base_backbone(wildcards):
+    """The config entry of a backbone, or of the one a LoFi method tuned."""
+    name = wildcards.backbone
+    return config["backbones"][dataset(wildcards)["backbone"] if name in LOFI else name]
+
+
 def cache_index(wildcards):
-    """The index of the cache the dataset's methods train on."""
+    """The index of the cache a method trains on: LoFi's tuned backbone's, else the dataset's."""
+    if wildcards.method in LOFI:
+        return f"results/{wildcards.ds}/cache/{wildcards.method}.json"
     return f"results/{wildcards.ds}/cache/{dataset(wildcards)['backbone']}.json"
 
 
@@ -143,3 +172,24 @@ def train_settings(wildcards):
     """`actloc train --settings`, as JSON."""
     settings = method_settings(config, wildcards.ds, wildcards.method)
     return json.dumps(settings, sort_keys=True)
+
+
+def lofi_train_settings(wildcards):
+    """`actloc train --settings` of a LoFi method's stage A, as JSON."""
+    settings = lofi_settings(config, wildcards.ds, wildcards.method)
+    return json.dumps(settings, sort_keys=True)
+
+
+def stage_a_summaries(wildcards):
+    """{method: its stage A's summary} for the dataset's LoFi methods."""
+    return {
+        method: f"results/{wildcards.ds}/{method}/stage_a.json"
+        for method in methods_of(wildcards)
+        if method in LOFI
+    }
+
+
+def stage_a_args(wildcards):
+    """`actloc report --stage-a METHOD=PATH ...`, or nothing without a LoFi method."""
+    pairs = [f"{m}={path}" for m, path in stage_a_summaries(wildcards).items()]
+    return shlex.join(["--stage-a", *pairs]) if pairs else ""

@@ -2,6 +2,7 @@ rule report:
     input:
         maps=per_method("map.csv"),
         summaries=per_method("train.json"),
+        stage_a=lambda wildcards: stage_a_summaries(wildcards).values(),
     output:
         csv="results/{ds}/map.csv",
         md="results/{ds}/map.md",
@@ -11,6 +12,8 @@ rule report:
         "../../envs/actloc.yaml"
     params:
         methods=methods_of,
+        stage_a=stage_a_args,
     shell:
         "actloc report --methods {params.methods} --maps {input.maps:q} --summaries {input.summaries:q}"
+        " {params.stage_a}"
         " --out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"

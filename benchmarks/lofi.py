@@ -1,0 +1,113 @@
+"""One LoFi stage-A training step (ViT-S, 224 px, whole backbone trainable, the published
+THUMOS-14 head) on the same window of one video at full fidelity and at each LoFi fidelity.
+
+  full        every snippet at 224 px (what LoFi avoids), with and without checkpointing
+  S, T, ST    the LoFi fidelities (112 px; every 4th snippet; every 2nd at 160 px), checkpointed
+
+Each case runs in a fresh process: a first step on one snippet allocates gradients and the
+optimiser state, then the measured step. Activation memory is (a) what lofi.snippet_bytes
+estimates for the step (the figure the budget uses) and (b) the rise of the process's peak
+resident size during the measured step (CPU has no allocator statistics). Time is one step
+(forward, backward, AdamW), the fastest of --repeats.
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import report  # noqa: E402
+
+from actloc import backbone, lofi, model  # noqa: E402
+from actloc.head import HeadConfig  # noqa: E402
+
+PIXELS, PRESET = 224, "small"
+CASES = (("full", True), ("full", False), ("S", True), ("T", True), ("ST", True))
+
+
+def rss_mb():
+    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
+
+
+def peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Frames:
+    """One synthetic video's frames in memory, read as lofi.FrameReader reads decoded ones."""
+
+    def __init__(self, count):
+        generator = torch.Generator().manual_seed(0)
+        self.side = PIXELS
+        self.frames = torch.randint(0, 256, (count, PIXELS, PIXELS, 3), dtype=torch.uint8, generator=generator)
+
+    def read(self, video, first, stop):
+        return self.frames[first:stop].numpy()
+
+
+def case(mode, checkpointing, snippets, repeats):
+    torch.set_num_threads(2)
+    cfg = lofi.LofiConfig(checkpointing=checkpointing)
+    every, side = (1, PIXELS) if mode == "full" else (lofi.MODES[mode][0], lofi.side_of(mode, PIXELS, 16))
+    frames = Frames((snippets - 1) * cfg.stride + cfg.snippet_frames)
+    chosen = torch.arange(0, snippets, every)
+    clips = lofi.clips_of(frames, None, chosen, cfg, side)
+    vit = backbone.random_backbone(PRESET, 0)
+    net = lofi.EndToEnd(vit, model.Detector("head_only", vit.preset.width, 1, 20, HeadConfig()), None, checkpointing)
+    optimizer = torch.optim.AdamW(p for p in net.parameters() if p.requires_grad)
+    targets = [(torch.tensor([[1.0, len(chosen) / 2]]), torch.tensor([3]))]
+
+    def step(batch):
+        outputs, _ = net([batch], net.detector.head.max_stride)
+        loss = net.detector.head.loss(outputs, targets)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    step(clips[:1])
+    estimate = lofi.snippet_bytes(net, side, cfg, torch.autocast("cpu", enabled=False), "cpu") * len(chosen)
+    before = rss_mb()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        step(clips)
+        times.append(time.perf_counter() - started)
+    return {"snippets": len(chosen), "side": side, "tokens": len(chosen) * 8 * (side // 16) ** 2,
+            "estimate_mb": estimate / 2**20, "measured_mb": peak_mb() - before, "seconds": min(times)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--snippets", type=int, default=16, help="full-fidelity snippets of the window")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--case", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(case(args.case[0], args.case[1] == "True", args.snippets, args.repeats)))
+        return
+    results = {}
+    for mode, checkpointing in CASES:
+        done = subprocess.run([sys.executable, __file__, "--snippets", str(args.snippets), "--repeats",
+                               str(args.repeats), "--case", mode, str(checkpointing)],
+                              capture_output=True, text=True, check=True)
+        results[mode, checkpointing] = json.loads(done.stdout.splitlines()[-1])
+    full = results["full", True]
+    rows = [{"fidelity": mode, "checkpointing": "yes" if checkpointing else "no", "snippets": r["snippets"],
+             "px": r["side"], "tokens": f"{r['tokens']:,}", "activations, estimate (MB)": f"{r['estimate_mb']:.0f}",
+             "peak rise, measured (MB)": f"{r['measured_mb']:.0f}",
+             "x less than full (est. / meas.)": f"{full['estimate_mb'] / r['estimate_mb']:.1f} / "
+                                                 f"{full['measured_mb'] / max(r['measured_mb'], 1):.1f}",
+             "step (s)": f"{r['seconds']:.2f}", "x faster": f"{full['seconds'] / r['seconds']:.1f}"}
+            for (mode, checkpointing), r in results.items()]
+    report("lofi", f"LoFi stage-A step, ViT-S {PIXELS} px whole backbone + published head, one window of "
+                   f"{args.snippets} snippets, CPU 2 threads", rows)
+
+
+if __name__ == "__main__":
+    main()

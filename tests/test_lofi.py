@@ -1,0 +1,215 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from actloc import backbone, cache, decode, lofi, model
+from actloc.head import HeadConfig
+from actloc.io import InputError, write_json
+
+PIXELS = 64  # four patches a side: S, ST and T each cut the tokens of a step
+SIDES = {"S": 32, "T": 64, "ST": 48}
+HEAD = {"width": 16, "levels": 2, "window": 3, "heads": 2, "regression_ranges": [[0, 8], [8, 10000]]}
+
+
+@pytest.fixture(scope="module")
+def decoded(demo_videos, tmp_path_factory):
+    """The tiny demo decoded at 10 fps, its videos.json and annotations, and a random tiny backbone's JSON."""
+    source, _ = demo_videos
+    folder = tmp_path_factory.mktemp("decoded")
+    for video in sorted(source.glob("*.mp4")):
+        decode.normalize(video, folder / "videos" / video.name, fps=10, short_side=64)
+    index = folder / "videos.json"
+    decode.write_index(source / "annotations.json", folder / "videos", index)
+    base = folder / "tiny.json"
+    write_json(base, backbone.describe("tiny", "tiny", pixels=PIXELS, layers=[2, 4]))
+    return index, source / "annotations.json", base
+
+
+def settings(**lofi_settings):
+    return {"method": "lofi", "head": HEAD, "lofi": {"budget_mb": 2000, **lofi_settings},
+            "train": {"epochs": 2, "warmup_epochs": 1, "lr": 1e-3}}
+
+
+@pytest.fixture(scope="module")
+def stage_a(decoded, tmp_path_factory):
+    """Stage A run once (cyclic, 3 epochs), with the frame side of every clip batch it read."""
+    index, annotations, base = decoded
+    out = tmp_path_factory.mktemp("stage_a")
+    sides, read = [], lofi.clips_of
+
+    def recording(reader, video, snippets, cfg, side):
+        sides.append(side)
+        return read(reader, video, snippets, cfg, side)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lofi, "clips_of", recording)
+        summary = lofi.train_stage_a(index, annotations, "training", settings(), base, "tuned", out / "backbone.pth",
+                                     out / "backbone.json", out / "log.csv", out / "stage_a.json", device="cpu")
+    return out, summary, sides
+
+
+def test_each_fidelity_gives_its_snippets_and_side(decoded):
+    index, annotations, _ = decoded
+    cfg = lofi.LofiConfig()
+    (video, *_), _ = lofi.load_videos(index, annotations, "training", cfg)
+    reader = lofi.FrameReader(PIXELS, memory_mb=100)
+    full, _ = video.view(1, 0)
+    full_clips = lofi.clips_of(reader, video, full, cfg, PIXELS)
+    assert full_clips.shape == (video.length, 16, PIXELS, PIXELS, 3)
+    vit = backbone.random_backbone("tiny", 0)
+    for mode, (every, _) in lofi.MODES.items():
+        side = lofi.side_of(mode, PIXELS, patch=16)
+        assert side == SIDES[mode]
+        snippets, _ = video.view(every, 0)
+        clips = lofi.clips_of(reader, video, snippets, cfg, side)
+        assert clips.shape == (math.ceil(video.length / every), 16, side, side, 3)
+        tokens, grid = vit.embed(clips)
+        assert grid == (8, side // 16, side // 16) and tokens.shape[1] == 8 * (side // 16) ** 2
+        voxels = clips[..., 0].numel() / full_clips[..., 0].numel()
+        assert 0.2 < voxels < 0.32, mode  # about a quarter of full fidelity
+        if side == PIXELS:  # T: the same clips as full fidelity, every 4th
+            assert torch.equal(clips, full_clips[::every])
+        else:  # the clip at a smaller side keeps the picture
+            small = torch.nn.functional.interpolate(full_clips[::every, :, :, :, 0].float(), size=(side, side),
+                                                    mode="area")
+            assert (clips[..., 0] - small).abs().mean() < 4
+    # A phase shifts the snippets and the ground truth with them.
+    snippets, segments = video.view(4, 2)
+    assert snippets[:2].tolist() == [2, 6]
+    assert torch.allclose(segments * 4 + 2, video.segments)
+    assert lofi.side_of("S", 16, patch=16) == 16  # never below one patch
+
+
+def test_frames_read_by_seeking_equal_those_of_a_whole_read(decoded):
+    index, annotations, _ = decoded
+    (video, *_), _ = lofi.load_videos(index, annotations, "training", lofi.LofiConfig())
+    whole, seeking = lofi.FrameReader(PIXELS, memory_mb=100), lofi.FrameReader(PIXELS, memory_mb=0)
+    for first, stop in ((0, 16), (37, 53), (video.frames - 5, video.frames + 11)):
+        expected = whole.read(video, first, stop)
+        assert expected.shape == (stop - first, PIXELS, PIXELS, 3)
+        assert np.array_equal(seeking.read(video, first, stop), expected), (first, stop)
+    assert list(whole.kept) == [video.name] and not seeking.kept
+    assert np.array_equal(expected[-11:], np.repeat(expected[4:5], 11, 0))  # past the end: the last frame
+
+
+def test_cyclic_schedules_visit_s_t_st_in_order(stage_a):
+    cfg = lofi.LofiConfig(fidelity="cyclic")
+    assert [lofi.mode_at(cfg, epoch, step=0) for epoch in range(5)] == ["S", "T", "ST", "S", "T"]
+    short = lofi.LofiConfig(fidelity="short-cyclic", switch_every=2)
+    assert [lofi.mode_at(short, 0, step) for step in range(7)] == ["S", "S", "T", "T", "ST", "ST", "S"]
+    assert lofi.mode_at(lofi.LofiConfig(fidelity="ST"), 4, 9) == "ST"
+    # In training: the standardisation pass and epoch 1 at S, then T, then ST (2 videos, batch 2).
+    _, summary, sides = stage_a
+    assert sides == [32, 32, 32, 32, 64, 64, 48, 48]
+    assert {mode: step["side"] for mode, step in summary["steps"].items()} == SIDES
+
+
+def small_net(top_k, checkpointing=True):
+    torch.manual_seed(0)
+    vit = backbone.random_backbone("tiny", 0)
+    detector = model.Detector("head_only", vit.preset.width, 1, 3, model.configs({"head": HEAD})[0])
+    return lofi.EndToEnd(vit, detector, top_k, checkpointing)
+
+
+def step_gradients(net):
+    net.train()
+    torch.manual_seed(1)
+    clips = [torch.randint(0, 255, (n, 16, 32, 32, 3), dtype=torch.uint8) for n in (9, 6)]
+    outputs, _ = net(clips, net.detector.head.max_stride)
+    targets = [(torch.tensor([[1.0, 5.0]]), torch.tensor([1])), (torch.tensor([[0.0, 3.0]]), torch.tensor([2]))]
+    net.detector.head.loss(outputs, targets)["loss"].backward()
+    return {name: p.grad for name, p in net.named_parameters()}
+
+
+def test_gradients_reach_exactly_the_trainable_blocks():
+    grads = step_gradients(small_net(top_k=2))
+    for name, grad in grads.items():
+        trainable = name.startswith(("backbone.blocks.2.", "backbone.blocks.3.", "backbone.fc_norm.", "detector."))
+        if trainable:
+            assert grad is not None and grad.abs().sum() > 0, name
+        else:
+            assert grad is None, name
+    whole = step_gradients(small_net(top_k=None))
+    assert all(grad is not None for grad in whole.values())
+    assert whole["backbone.patch_embed.proj.weight"].abs().sum() > 0
+    # Checkpointing recomputes, it does not change the gradients.
+    plain = step_gradients(small_net(top_k=None, checkpointing=False))
+    for name, grad in whole.items():
+        assert torch.allclose(grad, plain[name], rtol=1e-4, atol=1e-6), name
+    with pytest.raises(InputError, match="top_k 5 exceeds the backbone's 4 blocks"):
+        small_net(top_k=5)
+
+
+def test_memory_estimate_matches_what_autograd_keeps_and_shrinks_with_fidelity():
+    cfg, autocast = lofi.LofiConfig(checkpointing=False), torch.autocast("cpu", enabled=False)
+    net = small_net(top_k=None, checkpointing=False).train()
+    per_clip = {side: lofi.snippet_bytes(net, side, cfg, autocast, "cpu") for side in (32, 64)}
+    clips = torch.zeros(6, 16, 64, 64, 3)
+    # The backbone's share, measured on one clip, is what autograd keeps per clip of six; the
+    # rest is the clip itself (uint8 and float) and the head's share.
+    backbone_and_clip = lofi.saved_bytes(lambda: net.features(clips), net) / 6 + clips[0].numel() * 5
+    assert 0 <= per_clip[64] - backbone_and_clip < 0.05 * per_clip[64]
+    assert 3 < per_clip[64] / per_clip[32] < 4.5  # a quarter of the tokens
+    checkpointed = small_net(top_k=None, checkpointing=True)
+    assert lofi.snippet_bytes(checkpointed, 64, lofi.LofiConfig(), autocast, "cpu") < per_clip[64] / 2
+
+
+def test_a_step_over_the_budget_or_at_full_fidelity_is_refused_before_training(decoded, tmp_path):
+    net = small_net(top_k=None)
+    autocast = torch.autocast("cpu", enabled=False)
+    train_cfg = lofi.train.TrainConfig(batch=2)
+    plan = lofi.plan_steps(net, ["S", "T"], PIXELS, lofi.LofiConfig(budget_mb=2000), train_cfg, autocast, "cpu")
+    assert plan["S"][1] > plan["T"][1] >= net.detector.head.max_stride  # smaller snippets: more a step
+    # One byte short of the shortest T step: S fits, T is refused.
+    shortest = lofi.fixed_bytes(net) + plan["T"][2] * train_cfg.batch * net.detector.head.max_stride
+    with pytest.raises(InputError, match=r"a step at fidelity T \(64 px, every 4 snippet\(s\)\) needs \d+ MB.*"
+                                         r"the budget is [\d.]+ MB\. Raise lofi.budget_mb"):
+        lofi.plan_steps(net, ["S", "T"], PIXELS, lofi.LofiConfig(budget_mb=(shortest - 1) / 2**20), train_cfg,
+                        autocast, "cpu")
+    # At one patch a side, S cannot halve the frames: it would be full fidelity.
+    with pytest.raises(InputError, match="fidelity S would be full fidelity here: frames of 16 px are 1 patch"):
+        lofi.plan_steps(net, ["S", "T"], 16, lofi.LofiConfig(), train_cfg, autocast, "cpu")
+    assert list(lofi.plan_steps(net, ["T", "ST"], 16, lofi.LofiConfig(), train_cfg, autocast, "cpu")) == ["T", "ST"]
+    index, annotations, base = decoded
+    with pytest.raises(InputError, match="the budget is 1 MB"):
+        lofi.train_stage_a(index, annotations, "training", settings(budget_mb=1), base, "tuned",
+                           tmp_path / "backbone.pth", tmp_path / "backbone.json", tmp_path / "log.csv",
+                           tmp_path / "stage_a.json", device="cpu")
+    assert not list(tmp_path.iterdir())
+
+
+def test_stage_b_caches_the_tuned_backbone_under_its_own_hash(stage_a, decoded, tmp_path):
+    out, summary, _ = stage_a
+    index, _, base = decoded
+    tuned = backbone.read_settings(out / "backbone.json")
+    assert tuned["identity"] == summary["identity"] == f"sha256:{backbone.sha256(out / 'backbone.pth')}"
+    assert summary["base"] == "random:0" != tuned["identity"]
+    assert tuned["name"] == "tuned" and tuned["layers"] == [2, 4] and tuned["pixels"] == PIXELS
+    # The checkpoint is in the official layout: it loads as any VideoMAE file does.
+    state, ignored = backbone.read_checkpoint(out / "backbone.pth")
+    assert not ignored and "blocks.3.mlp.fc2.weight" in state and "fc_norm.weight" in state
+    video = index.parent / "videos" / f"{sorted(json.loads(index.read_text()))[0]}.mp4"
+    stores = {name: cache.build(video, tmp_path / f"{name}.zarr", backbone.read_settings(path), batch=4,
+                                device="cpu")
+              for name, path in (("random", base), ("tuned", out / "backbone.json"))}
+    assert stores["tuned"]["identity"] == tuned["identity"] and stores["random"]["identity"] == "random:0"
+    assert stores["tuned"]["pixels"] == PIXELS  # full fidelity
+    pooled = {name: cache.open_cache(tmp_path / f"{name}.zarr").read()["pooled"] for name in stores}
+    assert pooled["tuned"].shape == pooled["random"].shape
+    assert not torch.allclose(pooled["tuned"], pooled["random"], atol=1e-3)
+    assert summary["trainable_parameters"] > backbone.load("tiny")[1]["parameters"]  # backbone and head
+    assert not (out / "backbone.pth").with_name("stage_a_checkpoint.pt").exists()
+
+
+def test_bad_lofi_settings_are_clear_errors():
+    with pytest.raises(InputError, match="fidelity must be one of S, T, ST, cyclic, short-cyclic"):
+        lofi.full_settings({"lofi": {"fidelity": "X"}})
+    with pytest.raises(InputError, match="unexpected keyword argument 'budget'"):
+        lofi.full_settings({"lofi": {"budget": 3}})
+    full = lofi.full_settings({"head": HEAD, "lofi": {"top_k": 2}})
+    assert full["lofi"]["fidelity"] == "cyclic" and full["lofi"]["top_k"] == 2
+    assert full["head"]["width"] == 16 and full["head"]["sigma"] == HeadConfig().sigma
+    assert full["train"]["epochs"] == lofi.train.TrainConfig().epochs
