@@ -129,7 +129,8 @@ def load_videos(index, annotations, subset, cfg):
         videos.append(Video(name, folder / info["file"], info["frames"],
                             snippet_count(info["frames"], cfg.snippet_frames, cfg.stride),
                             data.seconds_to_steps(seconds.reshape(-1, 2), attrs).float(),
-                            torch.tensor([classes.index(a["label"]) for a in entries[name]["annotations"]])))
+                            torch.tensor([classes.index(a["label"]) for a in entries[name]["annotations"]],
+                                         dtype=torch.int64)))
     return videos, classes
 
 
@@ -338,9 +339,10 @@ def train_stage_a(index, annotations, subset, settings, base, name, out_model, o
         for step, first in enumerate(range(0, len(order), train_cfg.batch), start=epoch * per_epoch):
             mode = mode_at(cfg, epoch, step)
             clips, targets = batch_of([videos[i] for i in order[first:first + train_cfg.batch]], mode, generator)
-            with autocast:
+            with autocast:  # left before yielding: backward and the optimiser step run outside it
                 outputs, _ = net(clips, net.detector.head.max_stride)
-                yield net.detector.head.loss(outputs, targets)
+                losses = net.detector.head.loss(outputs, targets)
+            yield losses
 
     groups = (train.parameter_groups(net.backbone, train_cfg.weight_decay, train_cfg.lr * cfg.backbone_lr)
               + train.parameter_groups(net.detector, train_cfg.weight_decay, train_cfg.lr))
