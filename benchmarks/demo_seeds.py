@@ -78,7 +78,8 @@ def main():
     for method, mean in means.items():
         rows.append({"method": method, "seed": "mean", **{k: "" for k in rows[0] if k.startswith("mAP@")},
                      "train s": ""} | {"mAP@average": f"{mean:.2f}"})
-    report("demo_seeds", f"Demo test mAP (%) by method and seed ({len(args.seeds)} seeds)", rows)
+    name = "_".join(["demo_seeds", *(args.methods or [])])  # a subset of methods does not overwrite the rest
+    report(name, f"Demo test mAP (%) by method and seed ({len(args.seeds)} seeds)", rows)
 
 
 if __name__ == "__main__":
