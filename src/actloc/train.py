@@ -133,8 +133,8 @@ def resume(checkpoint, key, device, net, ema, optimizer, scheduler):
 
 
 def optimise(net, groups, cfg, per_epoch, step_losses, key, checkpoint, device, desc):
-    """The training loop every method shares: AdamW over parameter `groups`, warm-up and cosine schedule,
-    clipping, EMA, a per-epoch checkpoint (resumed when it matches `key`). `step_losses(epoch,
+    """The training loop every method shares: AdamW over parameter `groups`, warm-up and cosine
+    schedule, clipping, EMA, a per-epoch checkpoint (resumed when it matches `key`). `step_losses(epoch,
     generator)` yields one dict of losses per step; its "loss" is minimised before the next.
     Returns (EMA model, a log row per epoch)."""
     optimizer = torch.optim.AdamW(groups)
@@ -211,8 +211,9 @@ def train(index, annotations, subset, settings, out_model, out_log, out_summary,
             batch = data.to_device(data.collate(chosen, windows, layers, temporal, net.head.max_stride), device)
             yield net.head.loss(net(batch), batch["targets"])
 
-    trained, rows = optimise(net, parameter_groups(net, cfg.weight_decay, cfg.lr), cfg, math.ceil(len(videos) / cfg.batch),
-                             step_losses, key, checkpoint, device, f"train {settings['method']}")
+    groups = parameter_groups(net, cfg.weight_decay, cfg.lr)
+    trained, rows = optimise(net, groups, cfg, math.ceil(len(videos) / cfg.batch), step_losses, key, checkpoint,
+                             device, f"train {settings['method']}")
     summary = summarise(settings["method"], cfg, rows, len(videos), net, device)
     model.save(out_model, trained, settings, classes, store, summary)
     write_log(out_log, out_summary, rows, summary)
