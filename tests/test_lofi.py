@@ -201,6 +201,10 @@ def test_stage_b_caches_the_tuned_backbone_under_its_own_hash(stage_a, decoded, 
     assert pooled["tuned"].shape == pooled["random"].shape
     assert not torch.allclose(pooled["tuned"], pooled["random"], atol=1e-3)
     assert summary["trainable_parameters"] > backbone.load("tiny")[1]["parameters"]  # backbone and head
+    # The same weights, saved again, have the same identity.
+    lofi.save_backbone(tmp_path / "again.pth", backbone.load("tiny", out / "backbone.pth")[0], {"base": "random:0"})
+    lofi.save_backbone(tmp_path / "twice.pth", backbone.load("tiny", out / "backbone.pth")[0], {"base": "random:0"})
+    assert backbone.sha256(tmp_path / "again.pth") == backbone.sha256(tmp_path / "twice.pth")
     assert not (out / "backbone.pth").with_name("stage_a_checkpoint.pt").exists()
 
 

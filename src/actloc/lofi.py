@@ -289,6 +289,14 @@ def plan_steps(net, modes, pixels, cfg, train_cfg, autocast, device):
     return plan
 
 
+def save_backbone(path, vit, about):
+    """The backbone's weights in the official key layout ({"model": state}), and `about` it.
+    Written through a file object: torch.save names the archive inside after a path it is
+    given, which would be the temporary one, and the same weights would hash differently."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save({"model": {k: v.cpu() for k, v in vit.state_dict().items()}, "actloc_lofi": about}, f)
+
+
 def modes_of(cfg):
     return [cfg.fidelity] if cfg.fidelity in MODES else list(CYCLE)
 
@@ -349,9 +357,7 @@ def train_stage_a(index, annotations, subset, settings, base, name, out_model, o
     key = train.fingerprint({"settings": settings, "base": base["identity"]}, index, annotations)
     tuned, rows = train.optimise(net, groups, train_cfg, per_epoch, step_losses, key, checkpoint_path, device,
                                  f"lofi stage A ({cfg.fidelity})")
-    with atomic_path(out_model) as tmp:
-        torch.save({"model": {k: v.cpu() for k, v in tuned.backbone.state_dict().items()},
-                    "actloc_lofi": {"settings": settings, "base": base["identity"]}}, tmp)
+    save_backbone(out_model, tuned.backbone, {"settings": settings, "base": base["identity"]})
     tuned_settings = backbone.describe(name, base["preset"], out_model, base["seed"], base["pixels"],
                                        base["layers"], base["temporal"], base["precision"])
     write_json(out_backbone, tuned_settings)
