@@ -39,6 +39,13 @@ def steps_to_seconds(steps, attrs):
     return (steps * attrs["stride"] + attrs["snippet_frames"] / 2) / attrs["fps"]
 
 
+def ground_truth(actions, classes, attrs):
+    """A video's annotated actions as (segments (G, 2) in snippet steps, labels (G,) int64)."""
+    seconds = torch.tensor([a["segment"] for a in actions], dtype=torch.float64).reshape(-1, 2)
+    labels = torch.tensor([classes.index(a["label"]) for a in actions], dtype=torch.int64)
+    return seconds_to_steps(seconds, attrs).float(), labels
+
+
 def load(index_path, annotations_path, subset):
     """The cached videos of `subset` and the dataset's classes.
 
@@ -63,11 +70,8 @@ def load(index_path, annotations_path, subset):
         if differ:
             raise InputError(f"{cache.path}: {', '.join(differ)} differ(s) from {first.path}; one training "
                              f"needs stores built with the same settings")
-        actions = entries[name]["annotations"]
-        seconds = torch.tensor([a["segment"] for a in actions], dtype=torch.float64).reshape(-1, 2)
-        labels = torch.tensor([classes.index(a["label"]) for a in actions], dtype=torch.int64)
         videos.append(Video(name, cache, entries[name]["duration"],
-                            seconds_to_steps(seconds, cache.attrs).float(), labels))
+                            *ground_truth(entries[name]["annotations"], classes, cache.attrs)))
     if not videos:
         raise InputError(f"{annotations_path}: no {subset} video to work on")
     return videos, classes

@@ -125,12 +125,9 @@ def load_videos(index, annotations, subset, cfg):
     for name in sorted(entries):
         info = decoded[name]
         attrs = {"fps": info["fps"], "snippet_frames": cfg.snippet_frames, "stride": cfg.stride}
-        seconds = torch.tensor([a["segment"] for a in entries[name]["annotations"]], dtype=torch.float64)
         videos.append(Video(name, folder / info["file"], info["frames"],
                             snippet_count(info["frames"], cfg.snippet_frames, cfg.stride),
-                            data.seconds_to_steps(seconds.reshape(-1, 2), attrs).float(),
-                            torch.tensor([classes.index(a["label"]) for a in entries[name]["annotations"]],
-                                         dtype=torch.int64)))
+                            *data.ground_truth(entries[name]["annotations"], classes, attrs)))
     return videos, classes
 
 
