@@ -9,6 +9,16 @@ configfile: "config.yaml"
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+# Seconds of bookkeeping each: on a cluster they run where Snakemake runs, not as jobs.
+localrules:
+    all,
+    annotations,
+    decode_index,
+    cache_index,
+    evaluate,
+    report,
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo_data.smk"
 include: "workflow/rules/annotations.smk"

@@ -29,6 +29,10 @@ checkpoint annotations:
         "results/{ds}/logs/annotations.log",
     conda:
         "../../envs/actloc.yaml"
+    threads: 1
+    resources:
+        mem_mb=memory(2000),
+        runtime=10,
     params:
         type=lambda wildcards: dataset(wildcards)["type"],
         args=annotation_args,

@@ -9,6 +9,12 @@ rule backbone:
         backbone="|".join(map(re.escape, BACKBONES)) or "no-backbone",
     conda:
         "../../envs/actloc.yaml"
+    threads: 1
+    resources:
+        mem_mb=memory(
+            lambda wildcards: config["backbones"][wildcards.backbone]["mem_mb"]
+        ),
+        runtime=30,
     params:
         args=backbone_args,
     shell:

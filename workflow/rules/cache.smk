@@ -11,10 +11,16 @@ rule cache:
         "results/{ds}/benchmarks/cache/{backbone}/{video}.tsv"
     wildcard_constraints:
         backbone="|".join(map(re.escape, BACKBONES + LOFI)) or "no-backbone",
+    group:
+        "cache-{backbone}"
     conda:
         "../../envs/actloc.yaml"
     # One thread a job: on CPUs, parallel jobs use the cores better than intra-op threads.
     threads: 1
+    resources:
+        mem_mb=memory(lambda wildcards: base_backbone(wildcards)["mem_mb"]),
+        runtime=60,
+        gpu=GPU,
     params:
         frames=lambda wildcards: dataset(wildcards)["snippets"]["frames"],
         stride=lambda wildcards: dataset(wildcards)["snippets"]["stride"],
@@ -41,6 +47,10 @@ rule cache_index:
         backbone="|".join(map(re.escape, BACKBONES + LOFI)) or "no-backbone",
     conda:
         "../../envs/actloc.yaml"
+    threads: 1
+    resources:
+        mem_mb=memory(2000),
+        runtime=10,
     params:
         subsets=subsets,
     shell:
@@ -63,6 +73,10 @@ rule import_features:
         backbone="|".join(map(re.escape, IMPORTED)) or "no-imported-features",
     conda:
         "../../envs/actloc.yaml"
+    threads: 1
+    resources:
+        mem_mb=memory(8000),
+        runtime=60,
     params:
         frames=lambda wildcards: dataset(wildcards)["snippets"]["frames"],
         stride=lambda wildcards: dataset(wildcards)["snippets"]["stride"],

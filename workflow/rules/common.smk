@@ -193,3 +193,14 @@ def stage_a_args(wildcards):
     """`actloc report --stage-a METHOD=PATH ...`, or nothing without a LoFi method."""
     pairs = [f"{m}={path}" for m, path in stage_a_summaries(wildcards).items()]
     return shlex.join(["--stage-a", *pairs]) if pairs else ""
+
+
+# Cluster resources (profiles/slurm). A failed job is retried there with its memory times the
+# attempt number, so one killed for memory gets more. A job uses a GPU only when config asks
+# for CUDA: `auto` may run anywhere.
+GPU = 1 if config["device"].startswith("cuda") else 0
+
+
+def memory(mb):
+    """mem_mb: `mb` MB, or `mb(wildcards)` MB, times the attempt number."""
+    return lambda wildcards, attempt: (mb(wildcards) if callable(mb) else mb) * attempt

@@ -8,8 +8,14 @@ rule decode:
         "results/{ds}/logs/decode/{video}.log",
     benchmark:
         "results/{ds}/benchmarks/decode/{video}.tsv"
+    group:
+        "videos"
     conda:
         "../../envs/actloc.yaml"
+    threads: 1
+    resources:
+        mem_mb=memory(2000),
+        runtime=30,
     params:
         fps=lambda wildcards: dataset(wildcards)["decode"]["fps"],
         short_side=lambda wildcards: dataset(wildcards)["decode"]["short_side"],
@@ -30,6 +36,10 @@ rule decode_index:
         "results/{ds}/logs/decode_index.log",
     conda:
         "../../envs/actloc.yaml"
+    threads: 1
+    resources:
+        mem_mb=memory(2000),
+        runtime=10,
     params:
         subsets=subsets,
     shell:

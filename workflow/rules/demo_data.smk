@@ -7,8 +7,14 @@ rule demo_data:
         "results/{ds}/benchmarks/demo_data/{video}.tsv"
     wildcard_constraints:
         ds="|".join(DEMO_DATASETS) or "no-demo-dataset",
+    group:
+        "videos"
     conda:
         "../../envs/actloc.yaml"
+    threads: 1
+    resources:
+        mem_mb=memory(1000),
+        runtime=10,
     params:
         # What a video's pixels depend on: growing n_train or n_test re-renders nothing.
         settings=lambda wildcards: demo_args(

@@ -9,6 +9,10 @@ rule evaluate:
         "results/{ds}/logs/evaluate/{method}.log",
     conda:
         "../../envs/actloc.yaml"
+    threads: 1
+    resources:
+        mem_mb=memory(2000),
+        runtime=10,
     params:
         subset=lambda wildcards: dataset(wildcards)["test_subset"],
         preset=lambda wildcards: dataset(wildcards)["eval_preset"],

@@ -12,6 +12,10 @@ rule infer:
     conda:
         "../../envs/actloc.yaml"
     threads: 2
+    resources:
+        mem_mb=memory(8000),
+        runtime=60,
+        gpu=GPU,
     params:
         subset=lambda wildcards: dataset(wildcards)["test_subset"],
         device=config["device"],

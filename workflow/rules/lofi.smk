@@ -20,6 +20,13 @@ rule lofi:
     conda:
         "../../envs/actloc.yaml"
     threads: 2
+    resources:
+        mem_mb=memory(
+            lambda wildcards: 2
+            * config["backbones"][dataset(wildcards)["backbone"]]["mem_mb"]
+        ),
+        runtime=1440,
+        gpu=GPU,
     params:
         subset=lambda wildcards: dataset(wildcards)["train_subset"],
         settings=lofi_train_settings,

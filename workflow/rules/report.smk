@@ -10,6 +10,10 @@ rule report:
         "results/{ds}/logs/report.log",
     conda:
         "../../envs/actloc.yaml"
+    threads: 1
+    resources:
+        mem_mb=memory(2000),
+        runtime=10,
     params:
         methods=methods_of,
         stage_a=stage_a_args,

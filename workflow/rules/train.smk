@@ -13,6 +13,10 @@ rule train:
     conda:
         "../../envs/actloc.yaml"
     threads: 2
+    resources:
+        mem_mb=memory(16000),
+        runtime=720,
+        gpu=GPU,
     params:
         subset=lambda wildcards: dataset(wildcards)["train_subset"],
         settings=train_settings,
