@@ -17,6 +17,10 @@ localrules:
     cache_index,
     evaluate,
     report,
+    plots,
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
@@ -30,9 +34,11 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/plots.smk"
 
 
 rule all:
     default_target: True
     input:
         expand("results/{ds}/map.csv", ds=config["targets"]),
+        expand("results/{ds}/plots/timelines.png", ds=config["targets"]),

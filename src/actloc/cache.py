@@ -201,7 +201,7 @@ def build(video, out, settings, snippet_frames=16, stride=4, batch=8, device="au
     tokens = snippet_frames // backbone.TUBELET if settings["temporal"] else 0
     expected = snippet_count(probed["frames"], snippet_frames, stride)
     # The decode stage's JSON has the exact rate it asked ffmpeg for; the container's may be rounded.
-    sidecar = video.with_suffix(".json")
+    sidecar = decode.info_path(video)
     fps = read_json(sidecar)["fps"] if sidecar.is_file() else probed["fps"]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings["precision"] == "bf16")
     with atomic_path(out) as tmp:

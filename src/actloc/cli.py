@@ -7,9 +7,12 @@ importing torch for ones that do not need it cost ~2 s a job.
 import argparse
 import json
 import logging
+import os
+import socket
 import sys
+from pathlib import Path
 
-from . import annotations
+from . import annotations, provenance
 from .io import InputError, read_json, write_json
 
 log = logging.getLogger("actloc")
@@ -62,6 +65,7 @@ def cmd_annotations(args):
     annotations.save(dataset, args.out, args.classes)
     for subset, counts in annotations.summary(dataset).items():
         log.info("%s: %d videos, %d instances, %d ambiguous", subset, *counts.values())
+    return [args.out, args.classes]
 
 
 def cmd_demo_data(args):
@@ -69,6 +73,7 @@ def cmd_demo_data(args):
 
     paths = demo_data.generate(args.out_dir, only=args.video, jobs=args.jobs, **demo_settings(args))
     log.info("wrote %d demo videos to %s", len(paths), args.out_dir)
+    return paths
 
 
 def cmd_decode(args):
@@ -76,6 +81,7 @@ def cmd_decode(args):
 
     info = decode.normalize(args.source, args.out, args.fps, args.short_side)
     log.info("%s: %d frames at %g fps, %dx%d", args.out, info["frames"], info["fps"], info["width"], info["height"])
+    return [args.out, decode.info_path(args.out)]
 
 
 def cmd_decode_index(args):
@@ -83,6 +89,7 @@ def cmd_decode_index(args):
 
     index = decode.write_index(args.annotations, args.folder, args.out, args.subsets)
     log.info("%s: %d decoded videos", args.out, len(index))
+    return [args.out]
 
 
 def cmd_backbone(args):
@@ -93,6 +100,7 @@ def cmd_backbone(args):
     write_json(args.out, settings)
     log.info("%s: %s, %s, %d parameters, layers %s", args.out, args.preset, settings["identity"],
              settings["parameters"], settings["layers"])
+    return [args.out]
 
 
 def cmd_cache(args):
@@ -102,6 +110,7 @@ def cmd_cache(args):
                         args.batch, args.device)
     log.info("%s: %d snippets x %d layers x %d channels", args.out, attrs["snippets"], len(attrs["layers"]),
              attrs["channels"])
+    return [args.out]
 
 
 def cmd_cache_index(args):
@@ -109,6 +118,7 @@ def cmd_cache_index(args):
 
     index = cache.write_index(args.annotations, args.folder, args.out, args.subsets)
     log.info("%s: %d cached videos", args.out, len(index))
+    return [args.out]
 
 
 def cmd_import_features(args):
@@ -117,6 +127,7 @@ def cmd_import_features(args):
     index = cache.import_features(args.source, args.annotations, args.out_dir, args.index, args.name,
                                   args.snippet_frames, args.stride, args.fps, args.missing, args.subsets)
     log.info("%s: %d videos imported", args.index, len(index))
+    return [args.index, *(Path(args.out_dir) / f"{video}.zarr" for video in index)]
 
 
 def cmd_train(args):
@@ -136,6 +147,7 @@ def cmd_train(args):
                               args.out_summary, args.checkpoint, args.device)
     log.info("%s: %s, %d trainable parameters, %.1f s, peak %.0f MB", args.out_model, summary["method"],
              summary["trainable_parameters"], summary["train_seconds"], summary["peak_memory_mb"])
+    return [path for path in (args.out_model, args.out_backbone, args.out_log, args.out_summary) if path]
 
 
 def cmd_infer(args):
@@ -143,6 +155,7 @@ def cmd_infer(args):
 
     count = infer.run(args.model, args.index, args.annotations, args.subset, args.out, args.device)
     log.info("%s: %d detections", args.out, count)
+    return [args.out]
 
 
 def cmd_report(args):
@@ -156,6 +169,15 @@ def cmd_report(args):
         stage_a[method] = path
     table = report.run(args.methods, args.maps, args.summaries, args.out_csv, args.out_md, stage_a)
     print(report.markdown(table), end="")
+    return [args.out_csv, args.out_md]
+
+
+def cmd_plots(args):
+    from . import plots
+
+    plots.run(args.table, args.methods, args.per_class, args.detections, args.annotations, args.subset,
+              args.out_map, args.out_per_class, args.out_timelines)
+    return [args.out_map, args.out_per_class, args.out_timelines]
 
 
 def read_settings(text):
@@ -174,6 +196,7 @@ def cmd_evaluate(args):
     table, _ = evaluate.run(args.annotations, args.predictions, args.subset, args.preset,
                             args.out_map, args.out_per_class, args.unknown_labels)
     print(table.to_string(index=False, float_format=lambda x: f"{100 * x:.2f}"))
+    return [args.out_map, args.out_per_class]
 
 
 def parser():
@@ -280,6 +303,18 @@ def parser():
     p.add_argument("--out-md", required=True)
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("plots", help="PNGs of a dataset's results: mAP vs tIoU, per-class AP, detection timelines")
+    p.add_argument("--table", required=True, help="the dataset's map.csv written by actloc report")
+    p.add_argument("--methods", nargs="+", required=True)
+    p.add_argument("--per-class", nargs="+", required=True, help="each method's per_class.csv, in the same order")
+    p.add_argument("--detections", nargs="+", required=True, help="each method's detections.json, in the same order")
+    p.add_argument("--annotations", required=True, help="annotations.json of the dataset")
+    p.add_argument("--subset", required=True, choices=annotations.SUBSETS, help="the subset the methods were tested on")
+    p.add_argument("--out-map", required=True, help="PNG: mAP against the tIoU threshold, a line per method")
+    p.add_argument("--out-per-class", required=True, help="PNG: each class's AP, a bar per method")
+    p.add_argument("--out-timelines", required=True, help="PNG: detections against the ground truth")
+    p.set_defaults(func=cmd_plots)
+
     p = sub.add_parser("evaluate", help="detection mAP (official ActivityNet algorithm)")
     p.add_argument("--annotations", required=True, help="annotations.json of the dataset")
     p.add_argument("--predictions", required=True, help="ActivityNet result JSON")
@@ -293,15 +328,28 @@ def parser():
     return top
 
 
+def settings_of(args):
+    """The command's options for its provenance record, --settings as the JSON it holds."""
+    settings = {key: value for key, value in vars(args).items() if key not in ("func", "command")}
+    if "settings" in settings:
+        settings["settings"] = read_settings(settings["settings"])
+    return settings
+
+
 def main(argv=None):
+    """Run one command; each returns the paths it wrote, and each gets its provenance record."""
+    argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
+    if "SLURM_JOB_ID" in os.environ:
+        log.info("actloc %s: SLURM job %s on %s", args.command, os.environ["SLURM_JOB_ID"], socket.gethostname())
     if getattr(args, "threads", None):
         import torch
 
         torch.set_num_threads(args.threads)
     try:
-        args.func(args)
+        outputs = args.func(args)
+        provenance.write(args.command, argv[1:], settings_of(args), outputs)
     except InputError as err:
         print(f"actloc {args.command}: error: {err}", file=sys.stderr)
         return 1

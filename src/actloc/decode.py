@@ -103,8 +103,13 @@ def normalize(source, out, fps, short_side):
         "duration": frames / fps, "width": width, "height": height,
         "source": {"path": str(source), "size_bytes": source.stat().st_size, **src},
     }
-    write_json(out.with_suffix(".json"), info)
+    write_json(info_path(out), info)
     return info
+
+
+def info_path(video):
+    """The JSON the decode stage writes beside a decoded video."""
+    return Path(video).with_suffix(".json")
 
 
 READ_BATCH = 8  # frames per pipe read: fewer system calls, memory still bounded

@@ -1,6 +1,7 @@
 """Errors users can act on, and writes that never leave a partial file behind."""
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -20,6 +21,9 @@ def atomic_path(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # What a killed writer of this path left behind (under its own pid) is never renamed: drop it.
+    for stale in path.parent.glob(f".{glob.escape(path.stem)}.tmp*{glob.escape(path.suffix)}"):
+        remove(stale)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
         yield tmp
@@ -27,10 +31,15 @@ def atomic_path(path):
             shutil.rmtree(path)  # os.replace cannot overwrite a non-empty directory
         os.replace(tmp, path)
     finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp)
-        else:
-            tmp.unlink(missing_ok=True)
+        remove(tmp)
+
+
+def remove(path):
+    """Delete a file or a directory tree, if there."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def write_json(path, obj):

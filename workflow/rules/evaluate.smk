@@ -4,7 +4,13 @@ rule evaluate:
         annotations="results/{ds}/annotations.json",
     output:
         map="results/{ds}/{method}/map.csv",
-        per_class="results/{ds}/{method}/per_class.csv",
+        per_class=report(
+            "results/{ds}/{method}/per_class.csv",
+            caption="../report/per_class.rst",
+            category="{ds}",
+            subcategory="per-class AP",
+            labels={"method": "{method}"},
+        ),
     log:
         "results/{ds}/logs/evaluate/{method}.log",
     conda:

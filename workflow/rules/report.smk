@@ -4,7 +4,12 @@ rule report:
         summaries=per_method("train.json"),
         stage_a=lambda wildcards: stage_a_summaries(wildcards).values(),
     output:
-        csv="results/{ds}/map.csv",
+        csv=report(
+            "results/{ds}/map.csv",
+            caption="../report/map.rst",
+            category="{ds}",
+            labels={"figure": "mAP table"},
+        ),
         md="results/{ds}/map.md",
     log:
         "results/{ds}/logs/report.log",
