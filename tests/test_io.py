@@ -27,3 +27,12 @@ def test_atomic_path_leaves_no_partial_file(tmp_path):
             tmp.write_text("{")
             raise ValueError
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_writers_temporary_is_removed_by_the_next_write_of_that_path_only(tmp_path):
+    (tmp_path / ".video.tmp99.zarr").mkdir()  # pid 99 was killed while writing video.zarr
+    (tmp_path / ".video.tmp99.zarr" / "a").write_text("half written")
+    (tmp_path / ".other.tmp99.zarr").mkdir()  # another store's writer may still be running
+    with atomic_path(tmp_path / "video.zarr") as tmp:
+        tmp.mkdir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp99.zarr", "video.zarr"]

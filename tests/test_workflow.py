@@ -1,8 +1,14 @@
 """Real Snakemake runs of the workflow on tiny generated data, in a temporary folder."""
 
 import json
+import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -11,7 +17,7 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from actloc import cache
+from actloc import cache, provenance
 from conftest import ROOT, THUMOS, env_with_actloc, run_ffmpeg
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -34,10 +40,40 @@ def tiny_config(tmp_path, **datasets):
     return config
 
 
-def snakemake(tmp_path, *args):
-    cmd = [sys.executable, "-m", "snakemake", "-s", ROOT / "Snakefile", "-d", tmp_path, "--cores", "2",
-           "--workflow-profile", "none", *args]
-    return subprocess.run(list(map(str, cmd)), cwd=tmp_path, env=env_with_actloc(), capture_output=True, text=True)
+def snakemake_command(tmp_path, *args, profile="none"):
+    return [str(arg) for arg in (sys.executable, "-m", "snakemake", "-s", ROOT / "Snakefile", "-d", tmp_path,
+                                 "--cores", "2", "--workflow-profile", profile, *args)]
+
+
+def snakemake(tmp_path, *args, profile="none", env=None):
+    return subprocess.run(snakemake_command(tmp_path, *args, profile=profile), cwd=tmp_path,
+                          env=env or env_with_actloc(), capture_output=True, text=True)
+
+
+def run_tiny_demo(folder, **changes):
+    """The tiny demo DAG in `folder`, with `changes` to its demo dataset."""
+    config = tiny_config(folder)
+    config["datasets"]["demo"].update(changes)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    done = snakemake(folder, "all", "results/demo/videos.json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The tiny demo DAG run once, locally: the reference the other runs are compared with."""
+    folder = tmp_path_factory.mktemp("tiny_run")
+    run_tiny_demo(folder)
+    return folder
+
+
+def same_results(folder, reference, methods=("head_only", "losa", "lofi")):
+    """Every method's detections, mAP and per-class AP are the reference's, byte for byte."""
+    for method in methods:
+        for name in ("detections.json", "map.csv", "per_class.csv"):
+            ours, theirs = (f / "results" / "demo" / method / name for f in (folder, reference))
+            assert ours.read_bytes() == theirs.read_bytes(), ours
 
 
 def test_schema_fills_defaults_and_accepts_the_shipped_config():
@@ -82,10 +118,8 @@ def test_bad_config_fails_at_parse_time_naming_the_key(tmp_path, change, message
 
 
 @pytest.mark.slow
-def test_demo_dag_runs_to_the_table_and_reruns_nothing(tmp_path):
-    tiny_config(tmp_path)
-    done = snakemake(tmp_path, "all", "results/demo/videos.json")
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_demo_dag_runs_to_the_table_and_reruns_nothing(tiny_run, tmp_path):
+    shutil.copytree(tiny_run, tmp_path, dirs_exist_ok=True)  # it grows below
     results = tmp_path / "results" / "demo"
     stores = json.loads((results / "cache" / "tiny.json").read_text())["stores"]
     backbone = json.loads((tmp_path / "results" / "backbones" / "tiny.json").read_text())
@@ -125,8 +159,21 @@ def test_demo_dag_runs_to_the_table_and_reruns_nothing(tmp_path):
         own = pd.read_csv(results / method / "map.csv")
         assert own["mAP"].iloc[-1] * 100 == pytest.approx(table["avg"].iloc[table["method"].tolist().index(method)])
         assert not (results / method / "checkpoint.pt").exists()
+    # Plots, and a record of what made each result beside it.
+    for name in ("map_vs_tiou", "per_class_ap", "timelines"):
+        assert (results / "plots" / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+    record = json.loads((results / "losa" / "model.pt.provenance.json").read_text())
+    assert record["settings"]["settings"]["train"] == {"epochs": 2, "warmup_epochs": 1}
+    assert record["command"][1] == "train"
+    for path in (results / "losa" / "detections.json", results / "map.csv", results / "cache" / "tiny.json"):
+        assert json.loads(provenance.path_of(path).read_text())["file"] == path.name
     again = snakemake(tmp_path, "all", "results/demo/videos.json")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    # snakemake --report: one HTML file with the tables and plots.
+    html = snakemake(tmp_path, "--report", "report.html")
+    assert html.returncode == 0, html.stderr[-3000:]
+    page = (tmp_path / "report.html").read_text()
+    assert all(name in page for name in ("map.csv", "per_class.csv", "map_vs_tiou.png", "timelines.png"))
     # One more training video: only it is rendered; the videos made before are left alone.
     made = {v: (results / "source" / f"{v}.mp4").stat().st_mtime_ns for v in index}
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
@@ -193,3 +240,171 @@ def test_imported_features_become_the_cache_without_videos(tmp_path):
     store = cache.open_cache(tmp_path / stores["a"]["path"],
                              expect={"layers": [-1], "backbone": "pub", "identity": "imported:feats.h5"})
     assert store.read()["pooled"].sum() == 48
+
+
+def planned_jobs(done):
+    """{rule: jobs} of a dry run's job stats table."""
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = (done.stdout + done.stderr).split("Job stats:")[1].splitlines()[3:]
+    rows = [line.split() for line in lines[:next(i for i, line in enumerate(lines) if line.startswith("total"))]]
+    return {rule: int(count) for rule, count in rows}
+
+
+DOWNSTREAM = {"report": 1, "plots": 1, "all": 1}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change, planned", [
+    # A method's training setting: only that method trains again, and what follows from it.
+    (lambda c: c["methods"]["losa"].update(train={"lr": 0.01}), {"train": 1, "infer": 1, "evaluate": 1} | DOWNSTREAM),
+    # Another backbone (here its random seed): everything from the cache on, LoFi's stage A included.
+    (lambda c: c["backbones"]["tiny"].update(seed=1),
+     {"backbone": 1, "cache": 6, "cache_index": 2, "lofi": 1, "train": 3, "infer": 3, "evaluate": 3} | DOWNSTREAM),
+    # Another snippet stride: the same, but the backbone's description stands.
+    (lambda c: c["datasets"]["demo"].update(snippets={"frames": 16, "stride": 8}),
+     {"cache": 6, "cache_index": 2, "lofi": 1, "train": 3, "infer": 3, "evaluate": 3} | DOWNSTREAM),
+])
+def test_a_changed_setting_reruns_only_what_depends_on_it(tiny_run, tmp_path, change, planned):
+    config = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    change(config)
+    (tmp_path / "changed.yaml").write_text(yaml.safe_dump(config))
+    assert planned_jobs(snakemake(tiny_run, "--configfile", tmp_path / "changed.yaml", "--dry-run", "all")) == planned
+
+
+@pytest.mark.slow
+def test_the_same_config_twice_gives_identical_results_and_records(tiny_run, tmp_path):
+    run_tiny_demo(tmp_path)
+    same_results(tmp_path, tiny_run)
+    for path in ("results/demo/losa/detections.json", "results/demo/lofi/backbone.pth", "results/demo/losa/map.csv"):
+        record = provenance.path_of(path)
+        assert (tmp_path / record).read_bytes() == (tiny_run / record).read_bytes()
+    tables = [pd.read_csv(f / "results/demo/map.csv") for f in (tmp_path, tiny_run)]
+    mAP = [c for c in tables[0].columns if c.startswith("mAP@") or c == "avg"]
+    pd.testing.assert_frame_equal(tables[0][mAP], tables[1][mAP])  # its time and memory columns differ
+
+
+def kill_tree(pid):
+    """SIGKILL a process and every descendant at once, as a node that dies would."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    for process in tree:
+        try:
+            os.kill(process, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def run_and_kill(folder, *args, when):
+    """Start Snakemake in `folder` and kill it and its jobs with SIGKILL as soon as `when()` holds."""
+    process = subprocess.Popen(snakemake_command(folder, *args), cwd=folder, env=env_with_actloc(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not when():
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline, "the moment to kill never came"
+        time.sleep(0.02)
+    kill_tree(process.pid)
+    process.wait()
+
+
+def crash_config(folder):
+    """head_only alone, long enough in training (60 epochs of ~0.05 s) to be killed in the middle."""
+    config = tiny_config(folder)
+    config["datasets"]["demo"].update(methods=["head_only"], train={"epochs": 60, "warmup_epochs": 1})
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def rerun(folder):
+    """What a user does after a crash: unlock (Snakemake died holding its lock) and run again."""
+    assert snakemake(folder, "--unlock").returncode == 0
+    done = snakemake(folder, "--rerun-incomplete", "all")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def crash_reference(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    crash_config(folder)
+    done = snakemake(folder, "all")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder
+
+
+@pytest.mark.slow
+def test_killed_while_caching_no_store_is_taken_for_complete_and_a_rerun_completes(crash_reference, tmp_path):
+    crash_config(tmp_path)
+    stores = tmp_path / "results" / "demo" / "cache" / "tiny"
+    run_and_kill(tmp_path, "all", when=lambda: any(stores.glob(".*.tmp*.zarr")))
+    assert any(stores.glob(".*.tmp*.zarr"))  # a store was being written
+    for store in stores.glob("[!.]*.zarr"):  # and any under its final name is whole
+        cache.open_cache(store)
+    assert not (tmp_path / "results" / "demo" / "map.csv").exists()
+    rerun(tmp_path)
+    assert not list(stores.glob(".*"))  # the killed writer's temporary is gone
+    same_results(tmp_path, crash_reference, ["head_only"])
+
+
+@pytest.mark.slow
+def test_killed_while_training_a_rerun_resumes_and_ends_where_an_uninterrupted_run_does(crash_reference, tmp_path):
+    # The reference's videos and cache, without anything trained yet.
+    shutil.copytree(crash_reference, tmp_path, dirs_exist_ok=True)
+    method = tmp_path / "results" / "demo" / "head_only"
+    for trained in (method, tmp_path / "results" / "demo" / "plots"):
+        shutil.rmtree(trained)
+    (tmp_path / "results" / "demo" / "map.csv").unlink()
+    run_and_kill(tmp_path, "all", when=(method / "checkpoint.pt").exists)
+    assert not (method / "model.pt").exists() and (method / "checkpoint.pt").exists()
+    rerun(tmp_path)
+    assert "checkpoint.pt: resuming after epoch" in (tmp_path / "results/demo/logs/train/head_only.log").read_text()
+    assert not (method / "checkpoint.pt").exists()
+    same_results(tmp_path, crash_reference, ["head_only"])
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """A single-node SLURM on localhost (tests/localhost_slurm.sh), stopped afterwards."""
+    folder = tmp_path_factory.mktemp("slurm")
+    script = ROOT / "tests" / "localhost_slurm.sh"
+    started = subprocess.run([script, "start", folder], capture_output=True, text=True)
+    if started.returncode == 3:
+        pytest.skip(f"no SLURM to test with: {started.stderr.strip()}")
+    assert started.returncode == 0, started.stderr
+    yield {**env_with_actloc(), "SLURM_CONF": str(folder / "slurm.conf")}
+    subprocess.run([script, "stop", folder], check=True)
+
+
+@pytest.mark.slow
+def test_the_demo_dag_through_slurm_gives_the_local_results(tiny_run, slurm, tmp_path):
+    tiny_config(tmp_path)
+    done = snakemake(tmp_path, "all", "--slurm-init-seconds-before-status-checks", "2",
+                     profile=ROOT / "profiles" / "slurm", env=slurm)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    output = done.stdout + done.stderr
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
+    # 6 per-video jobs in one group, 6 caches in two (one a backbone), backbone, stage A, 3 trainings,
+    # 3 inferences; the bookkeeping rules ran here.
+    assert len(submitted) == 11
+    logs = tmp_path / "results" / "demo" / "logs"
+    slurm_logs = [*logs.glob("demo_data/*.log"), *logs.glob("decode/*.log"), *logs.glob("cache/*/*.log"),
+                  logs / "lofi" / "lofi.log", *logs.glob("train/*.log"), *logs.glob("infer/*.log"),
+                  tmp_path / "results" / "logs" / "backbone" / "tiny.log"]
+    assert len(slurm_logs) == 3 + 3 + 6 + 1 + 3 + 3 + 1
+    for log in slurm_logs:
+        job = re.search(r"SLURM job (\d+) on ", log.read_text())
+        assert job and job.group(1) in submitted, log
+    assert "SLURM job" not in (logs / "report.log").read_text()
+    # The cluster got each rule's resources, e.g. a training's memory.
+    train_job = re.search(r"SLURM job (\d+) on ", (logs / "train" / "losa.log").read_text()).group(1)
+    shown = subprocess.run(["scontrol", "show", "job", train_job], env=slurm, capture_output=True, text=True).stdout
+    assert "MinMemoryNode=16000M" in shown and "NumCPUs=2" in shown
+    same_results(tmp_path, tiny_run)

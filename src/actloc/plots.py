@@ -17,9 +17,11 @@ COLOURS = plt.get_cmap("tab20").colors
 
 
 def save(figure, out):
+    """Write the PNG and return the (closed) figure, whose artists say what was drawn."""
     with atomic_path(out) as tmp:
         figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(figure)
+    return figure
 
 
 def map_vs_tiou(table, out):
@@ -32,7 +34,7 @@ def map_vs_tiou(table, out):
     axes.set(xlabel="tIoU threshold", ylabel="mAP (%)", xticks=thresholds, ylim=(0, 100))
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
-    save(figure, out)
+    return save(figure, out)
 
 
 def per_class_ap(methods, per_class_csvs, out):
@@ -50,7 +52,7 @@ def per_class_ap(methods, per_class_csvs, out):
     axes.set(xlabel="AP (%), averaged over tIoU thresholds", ylabel="", xlim=(0, 100))
     axes.grid(axis="x", alpha=0.3)
     axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
-    save(figure, out)
+    return save(figure, out)
 
 
 def timelines(methods, detections_jsons, annotations, subset, out, videos=3, min_score=0.3):
@@ -83,7 +85,7 @@ def timelines(methods, detections_jsons, annotations, subset, out, videos=3, min
     figure.legend(handles=handles, loc="upper center", ncol=min(len(classes), 6), fontsize="small",
                   bbox_to_anchor=(0.5, 1.0 + 0.25 / len(chosen)))
     figure.tight_layout()
-    save(figure, out)
+    return save(figure, out)
 
 
 def run(report_csv, methods, per_class_csvs, detections_jsons, annotations, subset, out_map, out_per_class,
