@@ -85,7 +85,7 @@ def test_schema_fills_defaults_and_accepts_the_shipped_config():
     validate(minimal, str(SCHEMA))
     assert minimal["device"] == "auto"
     assert minimal["backbones"]["b"] == {"preset": "tiny", "seed": 0, "temporal": True, "precision": "fp32",
-                                         "batch": 8}
+                                         "batch": 8, "mem_mb": 4000}
     assert minimal["datasets"]["x"]["snippets"] == {"frames": 16, "stride": 4}
     assert minimal["datasets"]["x"]["demo"] == {"seed": 0, "n_train": 192, "n_test": 32,
                                                 "min_seconds": 20, "max_seconds": 40}
