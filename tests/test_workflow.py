@@ -50,14 +50,11 @@ def snakemake(tmp_path, *args, profile="none", env=None):
                           env=env or env_with_actloc(), capture_output=True, text=True)
 
 
-def run_tiny_demo(folder, **changes):
-    """The tiny demo DAG in `folder`, with `changes` to its demo dataset."""
-    config = tiny_config(folder)
-    config["datasets"]["demo"].update(changes)
-    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+def run_tiny_demo(folder):
+    """The tiny demo DAG, run in `folder`."""
+    tiny_config(folder)
     done = snakemake(folder, "all", "results/demo/videos.json")
     assert done.returncode == 0, done.stderr[-3000:]
-    return done
 
 
 @pytest.fixture(scope="module")

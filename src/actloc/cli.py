@@ -73,7 +73,7 @@ def cmd_demo_data(args):
 
     paths = demo_data.generate(args.out_dir, only=args.video, jobs=args.jobs, **demo_settings(args))
     log.info("wrote %d demo videos to %s", len(paths), args.out_dir)
-    return paths
+    return paths if args.video else [*paths, Path(args.out_dir) / "annotations.json"]
 
 
 def cmd_decode(args):
