@@ -269,6 +269,22 @@ def test_a_changed_setting_reruns_only_what_depends_on_it(tiny_run, tmp_path, ch
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("device, gpu", [("cuda", "1"), ("auto", "0")])
+def test_jobs_ask_for_memory_time_and_a_gpu_only_where_cuda_is_asked_for(tiny_run, tmp_path, device, gpu):
+    config = yaml.safe_load((tiny_run / "config.yaml").read_text()) | {"device": device}
+    (tmp_path / "device.yaml").write_text(yaml.safe_dump(config))
+    done = snakemake(tiny_run, "all", "--configfile", tmp_path / "device.yaml", "--dry-run", "--forcerun", "demo_data")
+    assert done.returncode == 0, done.stderr[-3000:]
+    resources = {rule: dict(re.findall(r"(\w+)=(\w+)", line)) for rule, line in
+                 re.findall(r"^ *(?:local)?rule (\w+):\n(?: +.*\n)*? +resources: (.*)$", done.stdout, re.M)}
+    assert [resources[rule]["gpu"] for rule in ("cache", "lofi", "train", "infer")] == [gpu] * 4
+    assert "gpu" not in resources["decode"]
+    assert (resources["cache"]["mem_mb"], resources["lofi"]["mem_mb"], resources["train"]["mem_mb"]) == \
+        ("4000", "8000", "16000")  # the backbone's mem_mb (default), twice that for stage A
+    assert resources["train"]["runtime"] == "720" and resources["decode"]["runtime"] == "30"
+
+
+@pytest.mark.slow
 def test_the_same_config_twice_gives_identical_results_and_records(tiny_run, tmp_path):
     run_tiny_demo(tmp_path)
     same_results(tmp_path, tiny_run)
