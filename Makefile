@@ -15,6 +15,7 @@ demo: $(STAMP)
 	@echo
 	@echo "Demo test split, mAP (%) at tIoU 0.3:0.1:0.7 (results/demo/map.csv):"
 	@cat results/demo/map.md
+	@echo "Plots: results/demo/plots/*.png; one HTML page of tables and plots: .venv/bin/snakemake --report report.html"
 
 test: $(STAMP)
 	pytest
