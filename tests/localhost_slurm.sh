@@ -28,8 +28,10 @@ install() {
             "the SLURM test will be skipped (install: apt-get install ${PACKAGES[*]})" >&2
         return 0
     fi
-    apt-get install -y --no-install-recommends "${PACKAGES[@]}" >/dev/null \
-        || { apt-get update >/dev/null && apt-get install -y --no-install-recommends "${PACKAGES[@]}" >/dev/null; }
+    if ! { apt-get install -y --no-install-recommends "${PACKAGES[@]}" \
+        || { apt-get update && apt-get install -y --no-install-recommends "${PACKAGES[@]}"; }; } >/dev/null 2>&1; then
+        echo "localhost_slurm: apt-get could not install ${PACKAGES[*]}; the SLURM test will be skipped" >&2
+    fi
 }
 
 start() {
