@@ -1,7 +1,7 @@
 """Errors users can act on, and writes that never leave a partial file behind."""
 
 import contextlib
-import glob
+import functools
 import json
 import os
 import shutil
@@ -22,9 +22,11 @@ def atomic_path(path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # What a killed writer of this path left behind (under its own pid) is never renamed: drop it.
-    for stale in path.parent.glob(f".{glob.escape(path.stem)}.tmp*{glob.escape(path.suffix)}"):
-        remove(stale)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    prefix = f".{path.stem}.tmp"
+    for name in leftovers(path.parent):
+        if name.startswith(prefix) and name.endswith(path.suffix):
+            remove(path.parent / name)
+    tmp = path.with_name(f"{prefix}{os.getpid()}{path.suffix}")
     try:
         yield tmp
         if tmp.is_dir() and path.is_dir():
@@ -32,6 +34,14 @@ def atomic_path(path):
         os.replace(tmp, path)
     finally:
         remove(tmp)
+
+
+@functools.cache
+def leftovers(folder):
+    """The temporaries in `folder` when this process first writes there. A killed writer's are
+    among them (it died before this process started); listing the folder once, not at every
+    write, keeps many writes into one folder (20k imported stores) linear."""
+    return [entry.name for entry in os.scandir(folder) if entry.name.startswith(".") and ".tmp" in entry.name]
 
 
 def remove(path):
