@@ -28,7 +28,8 @@ def average_map(dataset, results, preset="thumos", subset="testing", **kwargs):
 
 
 def reference_map(dataset, results, thresholds, subset="testing"):
-    """DESIGN section 10 transcribed literally, one prediction and threshold at a time."""
+    """The algorithm with stable ties (docs/evaluation.md) transcribed literally, one prediction
+    and threshold at a time."""
     truth = [(v, a["label"], a["segment"]) for v, item in dataset["database"].items()
              if item["subset"] == subset for a in item["annotations"]]
     preds = [(v, d["label"], d["score"], d["segment"]) for v, ds in results["results"].items() for d in ds]
@@ -100,10 +101,10 @@ def test_hand_checkable_case():
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_matches_a_literal_transcription_of_the_algorithm(seed):
+def test_stable_ties_match_a_literal_transcription_of_the_algorithm(seed):
     dataset, results = random_case(np.random.default_rng(seed))
     for preset in PRESETS:
-        assert average_map(dataset, results, preset) == pytest.approx(
+        assert average_map(dataset, results, preset, ties="stable") == pytest.approx(
             reference_map(dataset, results, PRESETS[preset]), abs=1e-12)
 
 
@@ -134,14 +135,98 @@ def test_jitter_lowers_map_monotonically():
     assert all(a > b for a, b in zip(scores, scores[1:])), scores
 
 
-def test_ties_keep_input_order():
-    # Same score: the first listed is ranked first, so the true positive comes first here ...
+def test_stable_ties_keep_input_order_official_ones_reverse_argsort():
     dataset = {"classes": ["a"], "database": {"v": {"subset": "testing", "annotations": [
         {"segment": [0, 10], "label": "a"}]}}}
     good, bad = {"label": "a", "score": 0.5, "segment": [0, 10]}, {"label": "a", "score": 0.5, "segment": [50, 60]}
-    assert average_map(dataset, {"results": {"v": [good, bad]}}) == pytest.approx(1.0)
+    # Stable: the first listed is ranked first, so the true positive comes first here ...
+    assert average_map(dataset, {"results": {"v": [good, bad]}}, ties="stable") == pytest.approx(1.0)
     # ... and second here, halving the precision at full recall.
-    assert average_map(dataset, {"results": {"v": [bad, good]}}) == pytest.approx(0.5)
+    assert average_map(dataset, {"results": {"v": [bad, good]}}, ties="stable") == pytest.approx(0.5)
+    # Official: argsort of two equal scores is [0, 1], reversed: the last listed comes first.
+    assert average_map(dataset, {"results": {"v": [good, bad]}}) == pytest.approx(0.5)
+    assert average_map(dataset, {"results": {"v": [bad, good]}}) == pytest.approx(1.0)
+
+
+def official_rule_map(dataset, results, thresholds, subset="testing"):
+    """The official evaluator's rule, transcribed here one prediction and threshold at a time:
+    classes in order of first appearance in the ground truth; a class's predictions in result-file
+    order, ranked by np.argsort of their scores reversed; each walks its video's ground truths by
+    np.argsort of the tIoUs reversed, stops (false positive) at the first below the threshold and
+    takes the first not yet matched; AP over the points where recall changes; means over a
+    (thresholds x classes) array. Returns (per-class AP rows, mAP per threshold, average)."""
+    classes, truth = [], []
+    for video, item in dataset["database"].items():
+        if item["subset"] == subset:
+            for a in item["annotations"]:
+                classes += [a["label"]] if a["label"] not in classes else []
+                truth.append((video, a["label"], *a["segment"]))
+    preds = [(v, d["label"], d["score"], *d["segment"]) for v, ds in results["results"].items() for d in ds]
+    ap = np.zeros((len(thresholds), len(classes)))
+    for c, label in enumerate(classes):
+        gts = [t for t in truth if t[1] == label]
+        mine = [p for p in preds if p[1] == label]
+        mine = [mine[i] for i in np.array([p[2] for p in mine], float).argsort()[::-1]]
+        matched = np.full((len(thresholds), len(gts)), False)
+        tp = np.zeros((len(thresholds), len(mine)))
+        for i, (video, _, _, ps, pe) in enumerate(mine):
+            here = [g for g, t in enumerate(gts) if t[0] == video]
+            if not here:
+                continue
+            ious = np.array([max(0.0, min(pe, gts[g][3]) - max(ps, gts[g][2])) for g in here])
+            ious = ious / np.array([(gts[g][3] - gts[g][2]) + (pe - ps) - iou for g, iou in zip(here, ious)])
+            for k, th in enumerate(thresholds):
+                for j in ious.argsort()[::-1]:
+                    if ious[j] < th:
+                        break
+                    if not matched[k, here[j]]:
+                        matched[k, here[j]], tp[k, i] = True, 1
+                        break
+        if not mine:
+            continue
+        for k in range(len(thresholds)):
+            ctp, cfp = np.cumsum(tp[k]), np.cumsum(1 - tp[k])
+            rec = np.hstack([[0], ctp / float(len(gts)), [1]])
+            prec = np.hstack([[0], ctp / (ctp + cfp), [0]])
+            for i in range(len(prec) - 2, -1, -1):
+                prec[i] = max(prec[i], prec[i + 1])
+            idx = np.where(rec[1:] != rec[:-1])[0] + 1
+            ap[k, c] = np.sum((rec[idx] - rec[idx - 1]) * prec[idx])
+    return ap.T, ap.mean(axis=1), ap.mean(axis=1).mean()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_heavy_ties_equal_the_official_rule_to_the_last_bit(seed):
+    rng = np.random.default_rng(seed)
+    dataset, results = random_case(rng, n_videos=30, n_classes=5, n_pred=60)
+    for dets in results["results"].values():
+        for d in dets:  # scores of a quantised detector: few distinct values, many ties
+            d["score"] = float(np.round(d["score"], 1))
+        # Some predictions exactly on a ground truth twice over: equal tIoUs with several truths.
+        dets += [dict(d, score=0.5) for d in dets[:2]]
+    differs = False
+    for preset, thresholds in PRESETS.items():
+        per_class = evaluate.evaluate(dataset, prediction_table(results), "testing", thresholds)
+        table = summarize(per_class)
+        ap, mAP, average = official_rule_map(dataset, results, thresholds)
+        assert per_class.to_numpy().tolist() == ap.tolist()  # exact, not approximate
+        assert table["mAP"].tolist() == [*mAP, average]
+        stable = summarize(evaluate.evaluate(dataset, prediction_table(results), "testing", thresholds,
+                                             ties="stable"))
+        differs |= stable["mAP"].tolist() != table["mAP"].tolist()
+    assert differs  # the ties matter here: a test that could not tell the orders apart proves nothing
+
+
+def test_thresholds_are_the_official_linspace_values_and_a_tiou_on_one_is_a_hit():
+    assert PRESETS["thumos"].tolist() == np.linspace(0.3, 0.7, 5).tolist()
+    assert PRESETS["activitynet"].tolist() == np.linspace(0.5, 0.95, 10).tolist()
+    assert PRESETS["thumos"][1] == 0.39999999999999997 != 0.4
+    dataset = {"classes": ["a"], "database": {"v": {"subset": "testing", "annotations": [
+        {"segment": [0.0, 3.0], "label": "a"}]}}}
+    results = {"results": {"v": [{"label": "a", "score": 0.9, "segment": [0.0, 1.2]}]}}
+    assert evaluate.tiou(np.array([[0.0, 1.2]]), np.array([[0.0, 3.0]]))[0, 0] == PRESETS["thumos"][1]
+    per_class = evaluate.evaluate(dataset, prediction_table(results), "testing", PRESETS["thumos"])
+    assert per_class.loc["a"].tolist() == [1.0, 1.0, 0.0, 0.0, 0.0]  # a hit at 0.3 and at "0.4"
 
 
 def test_a_ground_truth_is_matched_once():
@@ -201,6 +286,10 @@ def test_run_writes_map_and_per_class_tables(tmp_path):
     written = pd.read_csv(tmp_path / "map.csv", dtype={"tiou": str})
     assert list(written["tiou"]) == ["0.30", "0.40", "0.50", "0.60", "0.70", "average"]
     assert written["mAP"].iloc[-1] == pytest.approx(0.816667, abs=1e-6)
+    # Full precision: every value reads back as the very float computed (0.81666... has 16 digits).
+    assert written["mAP"].tolist() == table["mAP"].tolist()
+    assert pd.read_csv(tmp_path / "per_class.csv", index_col="class").to_numpy().tolist() == \
+        per_class.to_numpy().tolist()
     classes = pd.read_csv(tmp_path / "per_class.csv", index_col="class")
     assert list(classes.index) == ["Jump", "Run"]
     # Run: its one prediction has tIoU 0.63, a hit up to 0.6 and a miss at 0.7.

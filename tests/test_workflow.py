@@ -183,6 +183,15 @@ def test_demo_dag_runs_to_the_table_and_reruns_nothing(tiny_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_the_venv_snakemake_runs_its_own_actloc_from_a_plain_shell(tmp_path):
+    tiny_config(tmp_path)
+    plain = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")}  # no .venv/bin on PATH
+    done = snakemake(tmp_path, "results/demo/annotations.json", env=plain)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "results/demo/annotations.json").read_text())["classes"]
+
+
+@pytest.mark.slow
 def test_source_videos_found_by_file_name_and_missing_ones_named(tmp_path):
     anet = {"database": {"abc": {"subset": "validation", "duration": 2.0,
                                  "annotations": [{"segment": [0.5, 1.5], "label": "Run"}]},

@@ -194,7 +194,7 @@ def cmd_evaluate(args):
     from . import evaluate
 
     table, _ = evaluate.run(args.annotations, args.predictions, args.subset, args.preset,
-                            args.out_map, args.out_per_class, args.unknown_labels)
+                            args.out_map, args.out_per_class, args.unknown_labels, args.ties)
     print(table.to_string(index=False, float_format=lambda x: f"{100 * x:.2f}"))
     return [args.out_map, args.out_per_class]
 
@@ -322,6 +322,9 @@ def parser():
     p.add_argument("--preset", default="thumos",
                    help="tIoU thresholds: thumos 0.3:0.1:0.7, activitynet 0.5:0.05:0.95")
     p.add_argument("--unknown-labels", default="error", choices=["error", "ignore"])
+    p.add_argument("--ties", default="official", choices=["official", "stable"],
+                   help="order of equal scores: the official evaluator's (NumPy argsort, reversed), so that "
+                        "results equal it to the last bit; or as listed, the same on every machine")
     p.add_argument("--out-map", required=True)
     p.add_argument("--out-per-class", required=True)
     p.set_defaults(func=cmd_evaluate)

@@ -55,6 +55,6 @@ def run(methods, map_csvs, summaries, out_csv, out_md, stage_a=None):
     table = pd.DataFrame([method_row(*args, stage_a.get(args[0])) for args in zip(methods, map_csvs, summaries)])
     if stage_a:
         table["stage_a_params"] = table["stage_a_params"].astype("Int64")
-    write_text(out_csv, table.to_csv(index=False, float_format="%.4f"))
+    write_text(out_csv, table.to_csv(index=False))  # full precision; the Markdown table is rounded
     write_text(out_md, markdown(table))
     return table

@@ -1,10 +1,26 @@
 import json
 import re
 import shlex
+import sys
 from functools import cache
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod
+
 from actloc.config import lofi_settings, method_settings
+
+# Rules run the `actloc` installed beside the Python that runs Snakemake, so that
+# `.venv/bin/snakemake` works from a shell where .venv is not activated; with
+# --software-deployment-method conda, the rule's environment provides it instead.
+if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
+    ACTLOC_BIN = Path(sys.executable).parent
+    if not (ACTLOC_BIN / "actloc").is_file():
+        raise WorkflowError(
+            f"actloc is not installed for {sys.executable}: run `make` once, then"
+            " `source .venv/bin/activate` (or run .venv/bin/snakemake)"
+        )
+    shell.prefix(f"export PATH={shlex.quote(str(ACTLOC_BIN))}:\"$PATH\"; ")
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 DEMO_DATASETS = [ds for ds, d in config["datasets"].items() if d["type"] == "demo"]
