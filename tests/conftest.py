@@ -88,3 +88,34 @@ def synthetic_dataset(tmp_path_factory):
     write_json(folder / "annotations.json", {"classes": classes, "database": database})
     write_json(folder / "index.json", {"stores": stores, "missing": []})
     return folder / "index.json", folder / "annotations.json"
+
+
+def activitynet_form_dataset(folder, videos, classes=200):
+    """A generated ActivityNet-1.3-form dataset of `videos` videos (half training, a quarter each
+    validation and testing, the testing ones unannotated, as published) and an empty placeholder
+    file for each training and validation video: enough to plan the workflow, not to run it.
+    Returns (the JSON, the videos folder)."""
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = [f"class {k:03d}" for k in range(classes)]
+    subsets = ["training"] * (videos // 2) + ["validation"] * (videos // 4)
+    subsets += ["testing"] * (videos - len(subsets))
+    database, sources = {}, Path(folder) / "videos"
+    sources.mkdir(parents=True, exist_ok=True)
+    for i, subset in enumerate(subsets):
+        name = f"{i:06d}{rng.integers(1 << 30):x}"[:11]
+        duration = float(np.round(rng.uniform(20, 220), 2))
+        actions = []
+        if subset != "testing":
+            for _ in range(rng.integers(1, 3)):
+                start = float(np.round(rng.uniform(0, duration - 10), 2))
+                actions.append({"segment": [start, float(np.round(start + rng.uniform(2, 10), 2))],
+                                "label": labels[rng.integers(classes)]})
+            (sources / f"v_{name}.mp4").touch()
+        database[name] = {"subset": subset, "duration": duration, "annotations": actions}
+    path = Path(folder) / "activity_net.json"
+    path.write_text(json.dumps({"version": "generated", "database": database}))
+    return path, sources

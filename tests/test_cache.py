@@ -108,8 +108,8 @@ def test_many_small_shards_and_a_wrong_frame_count_give_the_same_store(video, se
                                                                         monkeypatch):
     monkeypatch.setattr(cache, "CHUNK", 2)
     monkeypatch.setattr(cache, "SHARD", 4)  # 15 snippets: 4 shard writes, the last one partial
-    real_probe = decode.probe
-    monkeypatch.setattr(decode, "probe", lambda path: {**real_probe(path), "frames": 20})  # arrays must grow
+    real_info = cache.decoded_info
+    monkeypatch.setattr(cache, "decoded_info", lambda path: (real_info(path)[0], 20, real_info(path)[2]))  # arrays must grow
     cache.build(video, tmp_path / "small.zarr", settings, batch=3)
     small = cache.open_cache(tmp_path / "small.zarr")
     assert small.group["pooled"].shards == (2, 4, 192) and small.snippets == 15
@@ -118,13 +118,13 @@ def test_many_small_shards_and_a_wrong_frame_count_give_the_same_store(video, se
         torch.testing.assert_close(values, reference[name], atol=1e-3, rtol=1e-3)
 
 
-def test_store_attributes_record_how_it_was_built(store, settings):
+def test_store_attributes_record_how_it_was_built(store, settings, video):
     attrs = cache.open_cache(store).attrs
     assert attrs == {
         "actloc_cache": cache.FORMAT, "backbone": "tiny-test", "preset": "tiny", "identity": "random:0",
         "layers": [1, 4], "snippet_frames": 16, "stride": 4, "fps": 10.0, "pixels": PIXELS, "snippets": 15,
         "channels": 192, "temporal": True, "precision": "fp32", "actloc_version": attrs["actloc_version"],
-        "video": "clip",
+        "video": "clip", "decoded": {"source": json.loads(decode.info_path(video).read_text())["source"], "frames": 72},
     }
     group = zarr.open_group(store, mode="r")
     assert group["pooled"].dtype == np.float16 and group["pooled"].chunks == (1, cache.CHUNK, 192)
@@ -196,6 +196,47 @@ def test_foreign_and_absent_stores(tmp_path):
         cache.open_cache(tmp_path / "old.zarr")
     with pytest.raises(InputError, match="nothing.zarr: no cache store here"):
         cache.open_cache(tmp_path / "nothing.zarr")
+
+
+def test_build_all_loads_the_backbone_once_and_keeps_complete_stores(video, settings, store, tmp_path,
+                                                                     monkeypatch):
+    # Three "videos" (copies of one, with their JSONs); one of them already has its store.
+    videos = []
+    for name in ("a", "b", "c"):
+        shutil.copy(video, tmp_path / f"{name}.mp4")
+        shutil.copy(decode.info_path(video), tmp_path / f"{name}.json")
+        videos.append(tmp_path / f"{name}.mp4")
+    outs = [tmp_path / "out" / f"{v.stem}.zarr" for v in videos]
+    cache.build(videos[0], outs[0], settings, batch=4)
+    loads = []
+    real_load = backbone.load
+    monkeypatch.setattr(backbone, "load", lambda *args: loads.append(args) or real_load(*args))
+    attrs, written = cache.build_all(videos, outs, settings, batch=4)
+    assert len(loads) == 1 and written == outs[1:]
+    reference = cache.open_cache(store).read(temporal=True)["temporal"]
+    for out in outs:
+        torch.testing.assert_close(cache.open_cache(out).read(temporal=True)["temporal"], reference)
+    assert [a["video"] for a in attrs.values()] == ["a", "b", "c"]
+    # All done: nothing is loaded or written. Another stride, or a video decoded again from another
+    # source, makes those stores stale.
+    assert cache.build_all(videos, outs, settings, batch=4)[1] == [] and len(loads) == 1
+    assert cache.build_all(videos[:1], outs[:1], settings, stride=8)[1] == outs[:1]
+    info = json.loads(decode.info_path(videos[1]).read_text())
+    info["source"]["size_bytes"] += 1
+    decode.info_path(videos[1]).write_text(json.dumps(info))
+    assert cache.build_all(videos, outs, settings, batch=4)[1] == outs[:2]
+
+
+def test_a_bad_video_in_the_middle_of_a_chunk_keeps_the_stores_before_it(video, settings, tmp_path):
+    shutil.copy(video, tmp_path / "a.mp4")
+    (tmp_path / "b.mp4").write_bytes(b"not a video")  # its JSON says a video: it fails when decoded
+    for name in "ab":
+        shutil.copy(decode.info_path(video), tmp_path / f"{name}.json")
+    outs = [tmp_path / "out" / "a.zarr", tmp_path / "out" / "b.zarr"]
+    with pytest.raises(InputError, match="b.mp4"):
+        cache.build_all([tmp_path / "a.mp4", tmp_path / "b.mp4"], outs, settings, batch=4)
+    cache.open_cache(outs[0])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.zarr"]
 
 
 def test_failed_build_leaves_no_store(video, settings, tmp_path, monkeypatch):

@@ -47,7 +47,7 @@ def test_evaluate_prints_table_and_rejects_bad_predictions(tmp_path):
 
 def test_decode_bad_video_exits_with_one_clear_line(tmp_path):
     (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
-    done = actloc("decode", "broken.mp4", "--out", "out/broken.mp4", "--fps", "10", "--short-side", "64", cwd=tmp_path)
+    done = actloc("decode", "broken.mp4", "--out-dir", "out", "--fps", "10", "--short-side", "64", cwd=tmp_path)
     assert done.returncode == 1
     assert done.stderr.strip().startswith("actloc decode: error: broken.mp4: cannot be read as a video")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
@@ -61,20 +61,24 @@ def test_backbone_and_cache_commands_build_a_store(tmp_path):
     assert "random weights (seed 0)" in done.stderr
     settings = json.loads((tmp_path / "b.json").read_text())
     assert settings["identity"] == "random:0" and settings["layers"] == [2, 4] and not settings["temporal"]
-    done = actloc("cache", "v.mp4", "--backbone", "b.json", "--out", "c/v.zarr", "--batch", "2", cwd=tmp_path)
+    done = actloc("cache", "v.mp4", "--backbone", "b.json", "--out-dir", "c", "--manifest", "m.json", "--batch", "2",
+                  cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "c/v.zarr: 5 snippets x 2 layers x 192 channels" in done.stderr
     assert "clip/s" in done.stderr  # the progress bar
+    assert json.loads((tmp_path / "m.json").read_text()) == {"v": {"path": "c/v.zarr", "snippets": 5}}
+    again = actloc("cache", "v.mp4", "--backbone", "b.json", "--out-dir", "c", "--batch", "2", cwd=tmp_path)
+    assert again.returncode == 0 and "c: 1 stores, 0 built now" in again.stderr
 
 
 def test_cache_of_a_bad_video_is_one_clear_line(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps({"name": "t", "preset": "tiny"}))
     (tmp_path / "bad.mp4").write_bytes(b"garbage")
-    done = actloc("cache", "bad.mp4", "--backbone", "b.json", "--out", "c/bad.zarr", cwd=tmp_path)
+    done = actloc("cache", "bad.mp4", "--backbone", "b.json", "--out-dir", "c", cwd=tmp_path)
     assert done.returncode == 1
     assert "b.json: not written by `actloc backbone` (no checkpoint, seed, identity" in done.stderr
     assert actloc("backbone", "--name", "t", "--preset", "tiny", "--out", "b.json", cwd=tmp_path).returncode == 0
-    done = actloc("cache", "bad.mp4", "--backbone", "b.json", "--out", "c/bad.zarr", cwd=tmp_path)
+    done = actloc("cache", "bad.mp4", "--backbone", "b.json", "--out-dir", "c", cwd=tmp_path)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith("actloc cache: error: bad.mp4: cannot be read")
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import av
 import numpy as np
@@ -127,3 +128,30 @@ def test_write_index_gathers_every_video_of_the_dataset(normalized, tmp_path):
     annotations.write_text(json.dumps({"database": {"pattern": {}, "absent": {}}}))
     with pytest.raises(InputError, match="no .json for 1 of 2 videos .* e.g. absent"):
         decode.write_index(annotations, out.parent, tmp_path / "videos2.json")
+
+
+def test_normalize_all_keeps_what_is_done_and_redoes_a_changed_source(source_video, tmp_path):
+    shutil.copy(source_video, tmp_path / "a.mp4")
+    shutil.copy(source_video, tmp_path / "b.mp4")
+    sources = [tmp_path / "a.mp4", tmp_path / "b.mp4"]
+    infos, written = decode.normalize_all(["x", "y"], sources, tmp_path / "out", fps=5, short_side=32)
+    assert written == [tmp_path / "out" / n for n in ("x.mp4", "x.json", "y.mp4", "y.json")]
+    assert infos["y"]["source"]["path"] == str(sources[1]) and infos["y"]["frames"] == 15
+    again, written = decode.normalize_all(["x", "y"], sources, tmp_path / "out", fps=5, short_side=32)
+    assert written == [] and again == infos
+    # Other settings, or a source that changed since, are decoded again; a video whose JSON was
+    # never written (killed in between) too.
+    assert decode.normalize_all(["x"], sources[:1], tmp_path / "out", fps=10, short_side=32)[1][0].name == "x.mp4"
+    with open(sources[1], "ab") as f:
+        f.write(b"\0")
+    (tmp_path / "out" / "x.json").unlink()
+    _, written = decode.normalize_all(["x", "y"], sources, tmp_path / "out", fps=10, short_side=32)
+    assert [p.name for p in written] == ["x.mp4", "x.json", "y.mp4", "y.json"]
+
+
+def test_decode_never_writes_over_its_source(source_video, tmp_path):
+    shutil.copy(source_video, tmp_path / "v.mp4")
+    before = (tmp_path / "v.mp4").read_bytes()
+    with pytest.raises(InputError, match="v.mp4: decode would write over its own source"):
+        decode.normalize_all(["v"], [tmp_path / "v.mp4"], tmp_path, fps=5, short_side=32)
+    assert (tmp_path / "v.mp4").read_bytes() == before

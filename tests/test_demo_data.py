@@ -158,3 +158,19 @@ def test_generate_rejects_unknown_video(tmp_path):
         demo_data.plan(n_train=0)
     with pytest.raises(InputError, match="6 <= min_seconds"):
         demo_data.plan(min_seconds=3)
+
+
+def test_generate_keeps_videos_rendered_from_the_same_plan(tmp_path):
+    names = ["demo_train_000", "demo_test_000"]
+    settings = dict(min_seconds=6, max_seconds=7)
+    paths, written = demo_data.generate(tmp_path, only=names, **settings)
+    assert [p.name for p in written] == ["demo_train_000.mp4", "demo_train_000.json",
+                                         "demo_test_000.mp4", "demo_test_000.json"]
+    made = [p.stat().st_mtime_ns for p in paths]
+    assert demo_data.generate(tmp_path, only=names, **settings)[1] == []
+    assert [p.stat().st_mtime_ns for p in paths] == made
+    # Another seed is another plan; a video whose plan was never written (killed) is rendered again.
+    (tmp_path / "demo_test_000.json").unlink()
+    assert [p.name for p in demo_data.generate(tmp_path, only=names[1:], **settings)[1]] == \
+        ["demo_test_000.mp4", "demo_test_000.json"]
+    assert len(demo_data.generate(tmp_path, only=names, seed=5, **settings)[1]) == 4

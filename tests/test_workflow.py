@@ -17,8 +17,8 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from actloc import cache, provenance
-from conftest import ROOT, THUMOS, env_with_actloc, run_ffmpeg
+from actloc import cache, chunks, provenance
+from conftest import ROOT, THUMOS, activitynet_form_dataset, env_with_actloc, run_ffmpeg
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 TINY = {"seed": 1, "n_train": 2, "n_test": 1, "min_seconds": 6, "max_seconds": 8}
@@ -33,7 +33,7 @@ def tiny_config(tmp_path, **datasets):
               "backbones": {"tiny": {"preset": "tiny", "pixels": 32, "layers": [2, 4], "batch": 4}},
               "methods": {"head_only": {"type": "head_only"}, "losa": {"type": "losa"},
                           "lofi": {"type": "lofi", "lofi": {"budget_mb": 2000, "train": {"epochs": 1}}}},
-              "datasets": {"demo": {"type": "demo", "demo": TINY, "decode": {"fps": 10, "short_side": 64},
+              "datasets": {"demo": {"type": "demo", "demo": TINY, "chunks": 2, "decode": {"fps": 10, "short_side": 64},
                                     "backbone": "tiny", "head": TINY_HEAD, "methods": ["head_only", "losa", "lofi"],
                                     "train": {"epochs": 2, "warmup_epochs": 1}}, **datasets}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
@@ -128,11 +128,16 @@ def test_demo_dag_runs_to_the_table_and_reruns_nothing(tiny_run, tmp_path):
         assert info["frames"] == round(truth["database"][video]["duration"] * 10)
         assert (info["width"], info["height"]) == (64, 64)  # the source size
         assert (results / "videos" / f"{video}.mp4").is_file()
-        assert (results / "benchmarks" / "decode" / f"{video}.tsv").is_file()
         store = cache.open_cache(results / "cache" / "tiny" / f"{video}.zarr",
                                  expect={"stride": 4, "fps": 10.0, "pixels": 32, "layers": [2, 4]})
         assert stores[video]["snippets"] == store.snippets == cache.snippet_count(info["frames"], 16, 4)
-        assert "clip/s" in (results / "logs" / "cache" / "tiny" / f"{video}.log").read_text()
+    # A job per chunk of videos: its log, benchmark and manifest name its videos.
+    for chunk, videos in chunks.split(index, 2).items():
+        assert (results / "benchmarks" / "decode" / f"{chunk}.tsv").is_file()
+        assert sorted(json.loads((results / "videos" / "chunks" / f"{chunk}.json").read_text())) == videos
+        assert "clip/s" in (results / "logs" / "cache" / "tiny" / f"{chunk}.log").read_text()
+        manifest = json.loads((results / "cache" / "tiny" / "chunks" / f"{chunk}.json").read_text())
+        assert {v: entry["snippets"] for v, entry in manifest.items()} == {v: stores[v]["snippets"] for v in videos}
     assert (results / "classes.txt").read_text().split() == truth["classes"]
     table = pd.read_csv(results / "map.csv")
     assert table["method"].tolist() == ["head_only", "losa", "lofi"]
@@ -259,22 +264,88 @@ def planned_jobs(done):
 DOWNSTREAM = {"report": 1, "plots": 1, "all": 1}
 
 
+# The tiny demo's 3 videos make this many chunks of 2 (two, or one if they all hash alike).
+TINY_CHUNKS = len(chunks.split(["demo_test_000", "demo_train_000", "demo_train_001"], 2))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("change, planned", [
     # A method's training setting: only that method trains again, and what follows from it.
     (lambda c: c["methods"]["losa"].update(train={"lr": 0.01}), {"train": 1, "infer": 1, "evaluate": 1} | DOWNSTREAM),
-    # Another backbone (here its random seed): everything from the cache on, LoFi's stage A included.
+    # Another backbone (here its random seed): every chunk's cache on, LoFi's stage A included.
     (lambda c: c["backbones"]["tiny"].update(seed=1),
-     {"backbone": 1, "cache": 6, "cache_index": 2, "lofi": 1, "train": 3, "infer": 3, "evaluate": 3} | DOWNSTREAM),
+     {"backbone": 1, "cache": 2 * TINY_CHUNKS, "cache_index": 2, "lofi": 1, "train": 3, "infer": 3, "evaluate": 3}
+     | DOWNSTREAM),
     # Another snippet stride: the same, but the backbone's description stands.
     (lambda c: c["datasets"]["demo"].update(snippets={"frames": 16, "stride": 8}),
-     {"cache": 6, "cache_index": 2, "lofi": 1, "train": 3, "infer": 3, "evaluate": 3} | DOWNSTREAM),
+     {"cache": 2 * TINY_CHUNKS, "cache_index": 2, "lofi": 1, "train": 3, "infer": 3, "evaluate": 3} | DOWNSTREAM),
 ])
 def test_a_changed_setting_reruns_only_what_depends_on_it(tiny_run, tmp_path, change, planned):
     config = yaml.safe_load((tiny_run / "config.yaml").read_text())
     change(config)
     (tmp_path / "changed.yaml").write_text(yaml.safe_dump(config))
     assert planned_jobs(snakemake(tiny_run, "--configfile", tmp_path / "changed.yaml", "--dry-run", "all")) == planned
+
+
+@pytest.mark.slow
+def test_adding_or_removing_a_video_reruns_its_chunk_alone(tmp_path):
+    config = tiny_config(tmp_path)
+    config["datasets"]["demo"].update(chunks=4, methods=["head_only"])
+    config["datasets"]["demo"]["demo"]["n_train"] = 8
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    target = "results/demo/cache/tiny.json"
+    first = snakemake(tmp_path, target)
+    assert first.returncode == 0, first.stderr[-3000:]
+    stores = tmp_path / "results" / "demo" / "cache" / "tiny"
+    made = {p.name: p.stat().st_mtime_ns for p in stores.glob("*.zarr")}
+    assert len(made) == 9
+    for n_train, present in ((9, True), (8, False)):  # demo_train_008 comes, then goes
+        config["datasets"]["demo"]["demo"]["n_train"] = n_train
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+        assert snakemake(tmp_path, "results/demo/annotations.json").returncode == 0
+        assert planned_jobs(snakemake(tmp_path, "--dry-run", target)) == \
+            {"demo_data": 1, "decode": 1, "cache": 1, "cache_index": 1}
+        done = snakemake(tmp_path, target)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert {name: made[name] == stores.joinpath(name).stat().st_mtime_ns for name in made} == \
+            dict.fromkeys(made, True)  # no store made before was touched
+        index = json.loads((tmp_path / target).read_text())["stores"]
+        assert ("demo_train_008" in index) == present and len(index) == 9 + present
+
+
+def activitynet_plan_folder(folder, videos):
+    """The shipped config's `anet` dataset on a generated ActivityNet-form dataset of `videos`
+    videos with placeholder sources and checkpoint, its annotations made: ready to plan."""
+    annotations, sources = activitynet_form_dataset(folder, videos)
+    (folder / "checkpoint.pth").touch()
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["targets"] = ["anet"]
+    config["datasets"]["anet"].update(annotations=str(annotations), videos=str(sources))
+    config["backbones"][config["datasets"]["anet"]["backbone"]]["checkpoint"] = str(folder / "checkpoint.pth")
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    done = snakemake(folder, "results/anet/annotations.json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return config
+
+
+@pytest.fixture(scope="module")
+def activitynet_2k(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("anet_2k")
+    return folder, activitynet_plan_folder(folder, 2000)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", ["none", ROOT / "profiles" / "slurm"])
+def test_an_activitynet_size_dataset_plans_a_job_per_chunk(activitynet_2k, profile):
+    folder, config = activitynet_2k
+    database = json.loads((folder / "results/anet/annotations.json").read_text())["database"]
+    decoded = [v for v, entry in database.items() if entry["subset"] in ("training", "validation")]
+    assert len(decoded) == 1500
+    count = len(chunks.split(decoded, config["datasets"]["anet"]["chunks"]))
+    assert 250 < count <= 300
+    done = snakemake(folder, "--dry-run", "results/anet/map.csv", profile=profile)
+    assert planned_jobs(done) == {"backbone": 1, "decode": count, "cache": count, "cache_index": 1,
+                                  "train": 2, "infer": 2, "evaluate": 2, "report": 1}
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ Arrays are chunked along T and written a shard at a time, so memory stays bounde
 video's length. The store is written under a temporary name and renamed once complete.
 """
 
+import contextlib
 import logging
 import math
 import queue
@@ -116,6 +117,8 @@ class StoreWriter:
     """Appends snippets' activations to a new store's arrays, one full shard per write, then
     records the attributes. `source` names the input in errors."""
 
+    KNOWN = ("layers", "snippets", "channels", "temporal")  # attributes the writer records itself
+
     def __init__(self, group, source, layers, channels, tokens, expected):
         self.group, self.source, self.layers, self.channels, self.tokens = group, source, layers, channels, tokens
         self.arrays, self.buffers = {}, {}
@@ -186,11 +189,60 @@ def resolve_device(name="auto"):
     return device
 
 
-def build(video, out, settings, snippet_frames=16, stride=4, batch=8, device="auto"):
-    """Run the backbone described by `settings` (the JSON of `actloc backbone`) over `video`
-    and write the store `out`. Returns the store's attributes."""
-    video = Path(video)
+def expected_attrs(settings, snippet_frames, stride, video):
+    """What the store of `video` built by the backbone `settings` describes records: a store that
+    holds all of it is that video's, done. `decoded` says which decoded video it is: its
+    source's record (path, size, modification time) and frame count, as the decode stage wrote
+    them, or the file's own size and time for a video decoded elsewhere."""
+    fps, frames, decoded = decoded_info(video)
+    return {"backbone": settings["name"], "identity": settings["identity"], "layers": settings["layers"],
+            "pixels": settings["pixels"], "temporal": settings["temporal"], "precision": settings["precision"],
+            "snippet_frames": snippet_frames, "stride": stride, "fps": fps,
+            "snippets": snippet_count(frames, snippet_frames, stride), "decoded": decoded}
+
+
+def done(out, expect):
+    """Whether `out` is a complete store with the attributes `expect`."""
+    try:
+        open_cache(out, expect)
+    except InputError:
+        return False
+    return True
+
+
+def clip_stream(videos, pixels, snippet_frames, stride, batch):
+    """Batches of clips of one video after another, each video's followed by None: decoded in
+    one stream, so that the next video's first frames are ready when the current one ends."""
+    for video in videos:
+        yield from snippet_batches(decode.iter_frames(video, size=pixels), snippet_frames, stride, batch)
+        yield None
+
+
+def decoded_info(video):
+    """fps, frame count and identity of a decoded video. The decode stage's JSON holds the exact
+    rate it asked ffmpeg for (the container's may be rounded); a video decoded elsewhere is probed."""
+    sidecar = decode.info_path(video)
+    if sidecar.is_file():
+        info = read_json(sidecar)
+        return info["fps"], info["frames"], {"source": info["source"], "frames": info["frames"]}
     probed = decode.probe(video)
+    return probed["fps"], probed["frames"], decode.source_record(video)
+
+
+def build_all(videos, outs, settings, snippet_frames=16, stride=4, batch=8, device="auto"):
+    """Run the backbone described by `settings` (the JSON of `actloc backbone`) over each decoded
+    video into its store (`outs`, in the same order), loading the backbone once. A store already
+    complete with these settings is kept. Returns ({video path: the store's attributes}, the
+    stores written)."""
+    videos, outs = [Path(v) for v in videos], [Path(o) for o in outs]
+    expect, todo = {}, []
+    for video, out in zip(videos, outs):
+        expect[video] = expected_attrs(settings, snippet_frames, stride, video)
+        if not done(out, expect[video]):
+            todo.append((video, out))
+    attrs = {video: open_cache(out).attrs for video, out in zip(videos, outs) if (video, out) not in todo}
+    if not todo:
+        return attrs, []
     checkpoint = settings["checkpoint"]
     if checkpoint and Path(checkpoint).stat().st_size != settings["size_bytes"]:
         raise InputError(f"{checkpoint}: changed since its identity was recorded; rebuild the backbone JSON")
@@ -199,27 +251,36 @@ def build(video, out, settings, snippet_frames=16, stride=4, batch=8, device="au
     model.to(device)
     layers, pixels = settings["layers"], settings["pixels"]
     tokens = snippet_frames // backbone.TUBELET if settings["temporal"] else 0
-    expected = snippet_count(probed["frames"], snippet_frames, stride)
-    # The decode stage's JSON has the exact rate it asked ffmpeg for; the container's may be rounded.
-    sidecar = decode.info_path(video)
-    fps = read_json(sidecar)["fps"] if sidecar.is_file() else probed["fps"]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings["precision"] == "bf16")
-    with atomic_path(out) as tmp:
-        group = zarr.open_group(tmp, mode="w")
-        writer = StoreWriter(group, video, layers, model.preset.width, tokens, expected)
-        frames = decode.iter_frames(video, size=pixels)
-        with tqdm(total=expected, unit="clip", desc=video.name) as bar, torch.inference_mode(), autocast:
-            for clips in prefetched(snippet_batches(frames, snippet_frames, stride, batch)):
-                taps = model(torch.from_numpy(clips).to(device, non_blocking=True), layers)
-                rows = {"pooled": torch.stack([model.pool(x, layer) for x, layer in zip(taps, layers)])}
-                if tokens:
-                    rows["temporal"] = torch.stack([model.pool(x, layer, temporal=True)
-                                                    for x, layer in zip(taps, layers)])
-                writer.append({k: v.float().cpu().numpy() for k, v in rows.items()})
-                bar.update(len(clips))
-        return writer.finish(backbone=settings["name"], preset=settings["preset"], identity=settings["identity"],
-                             snippet_frames=snippet_frames, stride=stride, fps=fps, pixels=pixels,
-                             precision=settings["precision"], video=video.stem)
+    total = sum(expect[video]["snippets"] for video, _ in todo)
+    stream = prefetched(clip_stream([video for video, _ in todo], pixels, snippet_frames, stride, batch))
+    desc = todo[0][0].name if len(todo) == 1 else f"{len(todo)} videos"
+    with contextlib.closing(stream), tqdm(total=total, unit="clip", desc=desc) as bar, torch.inference_mode():
+        for video, out in todo:
+            bar.set_postfix_str(video.name, refresh=False)
+            with atomic_path(out) as tmp:
+                writer = StoreWriter(zarr.open_group(tmp, mode="w"), video, layers, model.preset.width, tokens,
+                                     expect[video]["snippets"])
+                for clips in stream:
+                    if clips is None:
+                        break
+                    with autocast:
+                        taps = model(torch.from_numpy(clips).to(device, non_blocking=True), layers)
+                        rows = {"pooled": torch.stack([model.pool(x, layer) for x, layer in zip(taps, layers)])}
+                        if tokens:
+                            rows["temporal"] = torch.stack([model.pool(x, layer, temporal=True)
+                                                            for x, layer in zip(taps, layers)])
+                    writer.append({k: v.float().cpu().numpy() for k, v in rows.items()})
+                    bar.update(len(clips))
+                attrs[video] = writer.finish(preset=settings["preset"], video=video.stem,
+                                             **{k: v for k, v in expect[video].items() if k not in writer.KNOWN})
+    return attrs, [out for _, out in todo]
+
+
+def build(video, out, settings, snippet_frames=16, stride=4, batch=8, device="auto"):
+    """One video's store (see `build_all`); returns its attributes."""
+    attrs, _ = build_all([video], [out], settings, snippet_frames, stride, batch, device)
+    return attrs[Path(video)]
 
 
 class Cache:

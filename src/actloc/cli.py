@@ -46,6 +46,11 @@ def add_model_input_options(parser):
     parser.add_argument("--threads", type=int, help="CPU threads for PyTorch")
 
 
+def add_manifest_option(parser):
+    parser.add_argument("--manifest", help="also write a JSON of every video given, one entry each "
+                                           "(the output of a Snakemake chunk job)")
+
+
 def add_index_parser(sub, name, help, folder_help, func):
     parser = sub.add_parser(name, help=help)
     add_video_list_options(parser)
@@ -68,20 +73,30 @@ def cmd_annotations(args):
     return [args.out, args.classes]
 
 
+def write_manifest(path, entries):
+    """A chunk job's output: what it holds, one entry per video (the per-video files are beside)."""
+    if path:
+        write_json(path, entries)
+    return [path] if path else []
+
+
 def cmd_demo_data(args):
     from . import demo_data
 
-    paths = demo_data.generate(args.out_dir, only=args.video, jobs=args.jobs, **demo_settings(args))
-    log.info("wrote %d demo videos to %s", len(paths), args.out_dir)
-    return paths if args.video else [*paths, Path(args.out_dir) / "annotations.json"]
+    paths, written = demo_data.generate(args.out_dir, only=args.video, jobs=args.jobs, **demo_settings(args))
+    log.info("%s: %d demo videos, %d rendered now", args.out_dir, len(paths), len(written) // 2)
+    return written + write_manifest(args.manifest, {path.stem: str(path) for path in paths})
 
 
 def cmd_decode(args):
     from . import decode
 
-    info = decode.normalize(args.source, args.out, args.fps, args.short_side)
-    log.info("%s: %d frames at %g fps, %dx%d", args.out, info["frames"], info["fps"], info["width"], info["height"])
-    return [args.out, decode.info_path(args.out)]
+    names = args.names or [Path(source).stem for source in args.sources]
+    infos, written = decode.normalize_all(names, args.sources, args.out_dir, args.fps, args.short_side)
+    for name, info in infos.items():
+        log.info("%s: %d frames at %g fps, %dx%d", name, info["frames"], info["fps"], info["width"], info["height"])
+    log.info("%s: %d videos, %d decoded now", args.out_dir, len(infos), len(written) // 2)
+    return written + write_manifest(args.manifest, infos)
 
 
 def cmd_decode_index(args):
@@ -106,11 +121,15 @@ def cmd_backbone(args):
 def cmd_cache(args):
     from . import backbone, cache
 
-    attrs = cache.build(args.video, args.out, backbone.read_settings(args.backbone), args.snippet_frames, args.stride,
-                        args.batch, args.device)
-    log.info("%s: %d snippets x %d layers x %d channels", args.out, attrs["snippets"], len(attrs["layers"]),
-             attrs["channels"])
-    return [args.out]
+    outs = [Path(args.out_dir) / f"{Path(video).stem}.zarr" for video in args.videos]
+    attrs, written = cache.build_all(args.videos, outs, backbone.read_settings(args.backbone), args.snippet_frames,
+                                     args.stride, args.batch, args.device)
+    for out, store in zip(outs, attrs.values()):
+        log.info("%s: %d snippets x %d layers x %d channels", out, store["snippets"], len(store["layers"]),
+                 store["channels"])
+    log.info("%s: %d stores, %d built now", args.out_dir, len(outs), len(written))
+    return written + write_manifest(args.manifest, {out.stem: {"path": str(out), "snippets": store["snippets"]}
+                                                    for out, store in zip(outs, attrs.values())})
 
 
 def cmd_cache_index(args):
@@ -217,18 +236,22 @@ def parser():
     add_demo_options(p)
     p.set_defaults(func=cmd_annotations)
 
-    p = sub.add_parser("demo-data", help="render the synthetic demo videos")
+    p = sub.add_parser("demo-data", help="render the synthetic demo videos (those already rendered are kept)")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--video", nargs="+", help="render only these videos")
     p.add_argument("--jobs", type=int, default=2, help="videos rendered at once")
+    add_manifest_option(p)
     add_demo_options(p)
     p.set_defaults(func=cmd_demo_data)
 
-    p = sub.add_parser("decode", help="normalize one source video (fps, short side, H.264)")
-    p.add_argument("source")
-    p.add_argument("--out", required=True, help="output .mp4; its .json is written beside it")
+    p = sub.add_parser("decode", help="normalize source videos (fps, short side, H.264); those already decoded "
+                                      "from the same source at the same settings are kept")
+    p.add_argument("sources", nargs="+", help="source video files")
+    p.add_argument("--names", nargs="+", help="the videos' names, one per source (default: the sources' stems)")
+    p.add_argument("--out-dir", required=True, help="writes <name>.mp4 and its <name>.json here")
     p.add_argument("--fps", type=float, required=True)
     p.add_argument("--short-side", type=int, required=True)
+    add_manifest_option(p)
     p.set_defaults(func=cmd_decode)
 
     add_index_parser(sub, "decode-index", "gather decoded videos' JSONs into one index",
@@ -247,10 +270,12 @@ def parser():
     p.add_argument("--out", required=True, help="JSON the cache stage reads")
     p.set_defaults(func=cmd_backbone)
 
-    p = sub.add_parser("cache", help="run the frozen backbone over one decoded video into a Zarr store")
-    p.add_argument("video", help="decoded .mp4 (its .json beside it gives the exact fps)")
+    p = sub.add_parser("cache", help="run the frozen backbone over decoded videos into Zarr stores (loaded once; "
+                                     "stores already complete with these settings are kept)")
+    p.add_argument("videos", nargs="+", help="decoded .mp4 files (the .json beside each gives the exact fps)")
     p.add_argument("--backbone", required=True, help="JSON written by `actloc backbone`")
-    p.add_argument("--out", required=True, help="the .zarr store to write")
+    p.add_argument("--out-dir", required=True, help="writes <video>.zarr here")
+    add_manifest_option(p)
     add_snippet_options(p)
     p.add_argument("--batch", type=int, default=8, help="snippets per forward pass")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")

@@ -67,13 +67,36 @@ def _run_with_progress(args, seconds, label):
         return code, err.read()
 
 
+def source_record(source):
+    """What a decoded video records of its source, to tell later whether it is still that file."""
+    stat = Path(source).stat()
+    return {"path": str(source), "size_bytes": stat.st_size, "modified_ns": stat.st_mtime_ns}
+
+
+def done(source, out, fps, short_side):
+    """The JSON of `out` if it is already `source` decoded at these settings, else None. The JSON
+    is written after the video, so a decode killed in between is not taken for done."""
+    path = info_path(out)
+    if not (path.is_file() and Path(out).is_file()):
+        return None
+    try:
+        info = read_json(path)
+        same = (info["fps"] == float(fps) and info["short_side"] == short_side
+                and {k: info["source"][k] for k in ("path", "size_bytes", "modified_ns")} == source_record(source))
+    except (InputError, KeyError, TypeError):
+        return None
+    return info if same else None
+
+
 def normalize(source, out, fps, short_side):
     """Re-encode `source` to `out` (.mp4) at `fps` (constant) and `short_side`; write `out`.json.
 
     Returns the JSON's content: the decoded video's fps, frame count, duration and size, and
-    the source's path, byte size and probed properties.
+    the source's path, byte size, modification time and probed properties.
     """
     source, out = Path(source), Path(out)
+    if out.resolve() == source.resolve() or info_path(out).resolve() == source.resolve():
+        raise InputError(f"{source}: decode would write over its own source; give another output")
     src = probe(source)
     width, height = scaled_size(src["width"], src["height"], short_side)
     with atomic_path(out) as tmp:
@@ -100,11 +123,26 @@ def normalize(source, out, fps, short_side):
             raise InputError(f"{source}: no frame could be decoded from it")
     info = {
         "video": out.stem, "file": out.name, "fps": float(fps), "frames": frames,
-        "duration": frames / fps, "width": width, "height": height,
-        "source": {"path": str(source), "size_bytes": source.stat().st_size, **src},
+        "duration": frames / fps, "width": width, "height": height, "short_side": short_side,
+        "source": {**source_record(source), **src},
     }
     write_json(info_path(out), info)
     return info
+
+
+def normalize_all(videos, sources, out_dir, fps, short_side):
+    """Decode each of `sources` to `out_dir`/<video>.mp4 (+ .json), skipping those already
+    done at these settings. Returns ({video: its JSON}, the paths written)."""
+    if len(videos) != len(sources):
+        raise InputError(f"decode: {len(videos)} video names for {len(sources)} sources")
+    out_dir, infos, written = Path(out_dir), {}, []
+    for video, source in zip(tqdm(videos, desc="decode", unit="video", disable=len(videos) < 2), sources):
+        out = out_dir / f"{video}.mp4"
+        infos[video] = done(source, out, fps, short_side)
+        if infos[video] is None:
+            infos[video] = normalize(source, out, fps, short_side)
+            written += [out, info_path(out)]
+    return infos, written
 
 
 def info_path(video):

@@ -25,18 +25,19 @@ The plan of a video (its length, actions and distractors) is a pure function of 
 subset and index, so the ground truth is exact and known without rendering anything.
 """
 
+import json
 import math
 import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from .decode import ffmpeg_exe
-from .io import InputError, atomic_path, write_json
+from .io import InputError, atomic_path, read_json, write_json
 
 CLASSES = ("blink", "glow", "jump", "twins", "grow")
 CYCLIC = ("blink", "jump")
@@ -234,8 +235,22 @@ def filter_graph(video):
     return ";".join(chains)
 
 
+def plan_path(out):
+    """The plan a rendered video was drawn from, written beside it once it is complete."""
+    return Path(out).with_suffix(".json")
+
+
+def rendered(video, out):
+    """Whether `out` is already `video` rendered: its plan, written after it, is this one."""
+    try:
+        return Path(out).is_file() and read_json(plan_path(out)) == json.loads(json.dumps(asdict(video)))
+    except InputError:
+        return False
+
+
 def render(video, out):
-    """Encode one planned video to `out` (H.264 mp4, byte-identical across reruns)."""
+    """Encode one planned video to `out` (H.264 mp4, byte-identical across reruns) and its plan
+    beside it."""
     with atomic_path(out) as tmp:
         cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-filter_complex", filter_graph(video),
                "-map", "[out]", "-frames:v", str(video.frames), "-c:v", "libx264", "-preset", "veryfast",
@@ -243,19 +258,24 @@ def render(video, out):
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(f"ffmpeg failed rendering {out}: {done.stderr.strip()[-2000:]}")
+    write_json(plan_path(out), asdict(video))
 
 
 def generate(out_dir, seed=0, n_train=192, n_test=32, min_seconds=20, max_seconds=40, only=None, jobs=2):
     """Render the demo videos into `out_dir`: all n_train + n_test of them, with `annotations.json`
-    beside them, or only the named ones (n_train and n_test then play no part)."""
+    beside them, or only the named ones (n_train and n_test then play no part). Videos already
+    rendered from the same plan are kept. Returns (every video's path, the files written)."""
     if only:
         videos = plan_named(only, seed, min_seconds, max_seconds)
     else:
         videos = plan(seed, n_train, n_test, min_seconds, max_seconds)
     out_dir = Path(out_dir)
+    todo = [v for v in videos if not rendered(v, out_dir / f"{v.name}.mp4")]
     with ThreadPoolExecutor(max(1, jobs)) as pool:
-        jobs_done = pool.map(lambda v: render(v, out_dir / f"{v.name}.mp4"), videos)
-        list(tqdm(jobs_done, total=len(videos), desc="demo videos", unit="video", disable=len(videos) < 2))
+        jobs_done = pool.map(lambda v: render(v, out_dir / f"{v.name}.mp4"), todo)
+        list(tqdm(jobs_done, total=len(todo), desc="demo videos", unit="video", disable=len(todo) < 2))
+    written = [path for v in todo for path in (out_dir / f"{v.name}.mp4", plan_path(out_dir / f"{v.name}.mp4"))]
     if not only:
         write_json(out_dir / "annotations.json", ground_truth(videos))
-    return [out_dir / f"{v.name}.mp4" for v in videos]
+        written.append(out_dir / "annotations.json")
+    return [out_dir / f"{v.name}.mp4" for v in videos], written

@@ -8,6 +8,9 @@ import shutil
 from pathlib import Path
 
 
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
+
+
 class InputError(Exception):
     """Bad user input: the message names the file and what is wrong with it."""
 
@@ -92,3 +95,11 @@ def video_paths(annotations, folder, suffix, subsets=None, allow_missing=False):
         raise InputError(f"{folder}: no {suffix} for {len(missing)} of {len(paths)} videos of {annotations}, "
                          f"e.g. {', '.join(missing[:10])}")
     return {video: path for video, path in paths.items() if video not in missing}, missing
+
+
+def find_video(folder, stem):
+    """folder/stem with the first video suffix that exists there, else folder/stem.mp4."""
+    for suffix in VIDEO_SUFFIXES:
+        if (Path(folder) / (stem + suffix)).exists():
+            return Path(folder) / (stem + suffix)
+    return Path(folder) / f"{stem}.mp4"

@@ -1,33 +1,35 @@
+# One job per chunk of videos (see actloc.chunks): the backbone is loaded once per chunk and the
+# next video decoded while the current one runs. Stores are written beside the chunk's manifest;
+# one already complete with the same settings is kept, so a rerun redoes only what is missing.
 rule cache:
     input:
-        video="results/{ds}/videos/{video}.mp4",
-        info="results/{ds}/videos/{video}.json",
+        decoded="results/{ds}/videos/chunks/{chunk}.json",
         backbone=backbone_json,
     output:
-        directory("results/{ds}/cache/{backbone}/{video}.zarr"),
+        "results/{ds}/cache/{backbone}/chunks/{chunk}.json",
     log:
-        "results/{ds}/logs/cache/{backbone}/{video}.log",
+        "results/{ds}/logs/cache/{backbone}/{chunk}.log",
     benchmark:
-        "results/{ds}/benchmarks/cache/{backbone}/{video}.tsv"
+        "results/{ds}/benchmarks/cache/{backbone}/{chunk}.tsv"
     wildcard_constraints:
         backbone="|".join(map(re.escape, BACKBONES + LOFI)) or "no-backbone",
-    group:
-        "cache-{backbone}"
     conda:
         "../../envs/actloc.yaml"
     # One thread a job: on CPUs, parallel jobs use the cores better than intra-op threads.
     threads: 1
     resources:
         mem_mb=memory(lambda wildcards: base_backbone(wildcards)["mem_mb"]),
-        runtime=60,
+        runtime=chunk_runtime(5),
         gpu=GPU,
     params:
+        videos=decoded_videos,
         frames=lambda wildcards: dataset(wildcards)["snippets"]["frames"],
         stride=lambda wildcards: dataset(wildcards)["snippets"]["stride"],
         batch=lambda wildcards: base_backbone(wildcards)["batch"],
         device=config["device"],
     shell:
-        "actloc cache {input.video:q} --backbone {input.backbone:q} --out {output:q}"
+        "actloc cache {params.videos:q} --backbone {input.backbone:q}"
+        " --out-dir results/{wildcards.ds}/cache/{wildcards.backbone} --manifest {output:q}"
         " --snippet-frames {params.frames} --stride {params.stride} --batch {params.batch}"
         " --device {params.device:q} --threads {threads} 2> {log:q}"
 
@@ -35,10 +37,7 @@ rule cache:
 rule cache_index:
     input:
         annotations="results/{ds}/annotations.json",
-        stores=lambda wildcards: [
-            f"results/{wildcards.ds}/cache/{wildcards.backbone}/{v}.zarr"
-            for v in videos_of(wildcards)
-        ],
+        chunks=per_chunk("results/{ds}/cache/{backbone}/chunks/{chunk}.json"),
     output:
         "results/{ds}/cache/{backbone}.json",
     log:

@@ -1,4 +1,5 @@
 import json
+import math
 import re
 import shlex
 import sys
@@ -8,7 +9,9 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 
+from actloc import chunks
 from actloc.config import lofi_settings, method_settings
+from actloc.io import find_video
 
 # Rules run the `actloc` installed beside the Python that runs Snakemake, so that
 # `.venv/bin/snakemake` works from a shell where .venv is not activated; with
@@ -22,7 +25,6 @@ if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
         )
     shell.prefix(f"export PATH={shlex.quote(str(ACTLOC_BIN))}:\"$PATH\"; ")
 
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 DEMO_DATASETS = [ds for ds, d in config["datasets"].items() if d["type"] == "demo"]
 BACKBONES = list(config["backbones"])
 # Published features imported as caches, named per dataset under `features`.
@@ -73,7 +75,7 @@ for ds, d in config["datasets"].items():
 
 wildcard_constraints:
     ds="|".join(config["datasets"]),
-    video=r"[^/]+",
+    chunk=chunks.NAME.pattern,
     method="|".join(map(re.escape, METHODS)) or "no-method",
 
 
@@ -92,15 +94,22 @@ def demo_args(wildcards, keys=None):
 
 
 @cache
-def read_annotations(path):
-    # Parsed once per Snakemake process: ActivityNet's JSON is large and many jobs ask.
+def read_annotations(path, modified_ns):
+    # Parsed once per Snakemake process and version of the file: ActivityNet's JSON is large
+    # and every chunk asks.
     with open(path) as f:
         return json.load(f)["database"]
 
 
+def annotations_version(wildcards):
+    """(path, modification time) of the dataset's annotations, once its checkpoint has run."""
+    path = checkpoints.annotations.get(ds=wildcards.ds).output.json
+    return path, Path(path).stat().st_mtime_ns
+
+
 def all_videos(wildcards):
-    """Every video of the dataset, known once its annotations checkpoint has run."""
-    return read_annotations(checkpoints.annotations.get(ds=wildcards.ds).output.json)
+    """Every video of the dataset."""
+    return read_annotations(*annotations_version(wildcards))
 
 
 def subsets(wildcards):
@@ -109,30 +118,67 @@ def subsets(wildcards):
     return sorted({d["train_subset"], d["test_subset"]})
 
 
-def videos_of(wildcards):
-    wanted = subsets(wildcards)
-    return [
-        v for v, entry in all_videos(wildcards).items() if entry["subset"] in wanted
+@cache
+def chunk_table(ds, version, wanted):
+    database = read_annotations(*version)
+    return chunks.split(
+        [v for v, entry in database.items() if entry["subset"] in wanted],
+        config["datasets"][ds]["chunks"],
+    )
+
+
+def dataset_chunks(wildcards):
+    """{chunk: its videos} of the dataset's decoded subsets (see actloc.chunks), computed once
+    per version of its annotations."""
+    return chunk_table(
+        wildcards.ds, annotations_version(wildcards), tuple(subsets(wildcards))
+    )
+
+
+def chunk_videos(wildcards):
+    return dataset_chunks(wildcards)[wildcards.chunk]
+
+
+def per_chunk(pattern):
+    """An input function: `pattern` (with {ds} and {chunk}, and {backbone} if it has one) for
+    every chunk of the dataset."""
+    return lambda wildcards: [
+        pattern.format(chunk=chunk, **wildcards) for chunk in dataset_chunks(wildcards)
     ]
 
 
-def source_video(wildcards):
-    """The source file of one video; a missing one is reported by Snakemake with its path."""
+def source_videos(wildcards):
+    """The source files of a chunk's videos; a missing one is reported by Snakemake with its path."""
     d = dataset(wildcards)
+    videos = chunk_videos(wildcards)
     if d["type"] == "demo":
-        return f"results/{wildcards.ds}/source/{wildcards.video}.mp4"
-    stem = all_videos(wildcards)[wildcards.video]["file"]
+        return [f"results/{wildcards.ds}/source/{video}.mp4" for video in videos]
     folder = Path(d["videos"])
+    database = all_videos(wildcards)
     if not folder.is_dir():
         raise ValueError(
             f"config.yaml: dataset {wildcards.ds!r} reads its videos from {folder}/, which does"
-            f" not exist (the first video it needs is {folder / stem}.mp4): put the videos"
-            " there, point `videos` at them, or train on imported features (see `features`)"
+            f" not exist (the first video it needs is {folder / database[videos[0]]['file']}.mp4):"
+            " put the videos there, point `videos` at them, or train on imported features (see"
+            " `features`)"
         )
-    for suffix in VIDEO_SUFFIXES:
-        if (folder / (stem + suffix)).exists():
-            return str(folder / (stem + suffix))
-    return str(folder / f"{stem}.mp4")
+    return [str(find_video(folder, database[video]["file"])) for video in videos]
+
+
+def decode_inputs(wildcards):
+    """What a decode chunk reads: the demo renderer's chunk, or the source files."""
+    if dataset(wildcards)["type"] == "demo":
+        return f"results/{wildcards.ds}/source/chunks/{wildcards.chunk}.json"
+    return source_videos(wildcards)
+
+
+def decoded_videos(wildcards):
+    return [f"results/{wildcards.ds}/videos/{v}.mp4" for v in chunk_videos(wildcards)]
+
+
+def chunk_runtime(minutes_per_video):
+    """runtime (minutes) of a chunk job: `minutes_per_video` for each of its videos, at least 10."""
+    return lambda wildcards: max(10, math.ceil(minutes_per_video * len(chunk_videos(wildcards))))
 
 
 def backbone_args(wildcards):

@@ -1,35 +1,35 @@
+# One job per chunk of videos (see actloc.chunks); each video's .mp4 and .json are written
+# beside the chunk's manifest, and a video already decoded from the same source at the same
+# settings is kept, so a rerun after a kill redoes only what is missing.
 rule decode:
     input:
-        source_video,
+        decode_inputs,
     output:
-        video="results/{ds}/videos/{video}.mp4",
-        info="results/{ds}/videos/{video}.json",
+        "results/{ds}/videos/chunks/{chunk}.json",
     log:
-        "results/{ds}/logs/decode/{video}.log",
+        "results/{ds}/logs/decode/{chunk}.log",
     benchmark:
-        "results/{ds}/benchmarks/decode/{video}.tsv"
-    group:
-        "videos"
+        "results/{ds}/benchmarks/decode/{chunk}.tsv"
     conda:
         "../../envs/actloc.yaml"
     threads: 1
     resources:
         mem_mb=memory(2000),
-        runtime=30,
+        runtime=chunk_runtime(2),
     params:
+        videos=chunk_videos,
+        sources=source_videos,
         fps=lambda wildcards: dataset(wildcards)["decode"]["fps"],
         short_side=lambda wildcards: dataset(wildcards)["decode"]["short_side"],
     shell:
-        "actloc decode {input:q} --out {output.video:q} --fps {params.fps}"
-        " --short-side {params.short_side} 2> {log:q}"
+        "actloc decode {params.sources:q} --names {params.videos:q} --out-dir results/{wildcards.ds}/videos"
+        " --fps {params.fps} --short-side {params.short_side} --manifest {output:q} 2> {log:q}"
 
 
 rule decode_index:
     input:
         annotations="results/{ds}/annotations.json",
-        infos=lambda wildcards: [
-            f"results/{wildcards.ds}/videos/{v}.json" for v in videos_of(wildcards)
-        ],
+        chunks=per_chunk("results/{ds}/videos/chunks/{chunk}.json"),
     output:
         "results/{ds}/videos.json",
     log:
