@@ -361,7 +361,7 @@ def test_jobs_ask_for_memory_time_and_a_gpu_only_where_cuda_is_asked_for(tiny_ru
     assert "gpu" not in resources["decode"]
     assert (resources["cache"]["mem_mb"], resources["lofi"]["mem_mb"], resources["train"]["mem_mb"]) == \
         ("4000", "8000", "16000")  # the backbone's mem_mb (default), twice that for stage A
-    assert resources["train"]["runtime"] == "720" and resources["decode"]["runtime"] == "30"
+    assert resources["train"]["runtime"] == "720" and resources["decode"]["runtime"] == "10"  # a chunk job's floor
 
 
 @pytest.mark.slow
@@ -476,28 +476,65 @@ def slurm(tmp_path_factory):
     subprocess.run([script, "stop", folder], check=True)
 
 
+def slurm_jobs(done):
+    """{Snakemake job: its SLURM job ids} of a run: a job retried after a failure on the cluster
+    (the profile's `retries`) has more than one."""
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    jobs = {}
+    for job, slurm_job in re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", done.stdout + done.stderr):
+        jobs.setdefault(job, []).append(slurm_job)
+    return jobs
+
+
+def ran_as(log, submitted):
+    """Whether a rule's log names one of the submitted SLURM jobs."""
+    job = re.search(r"SLURM job (\d+) on ", log.read_text())
+    return bool(job) and any(job.group(1) in ids for ids in submitted.values())
+
+
 @pytest.mark.slow
 def test_the_demo_dag_through_slurm_gives_the_local_results(tiny_run, slurm, tmp_path):
     tiny_config(tmp_path)
     done = snakemake(tmp_path, "all", "--slurm-init-seconds-before-status-checks", "2",
                      profile=ROOT / "profiles" / "slurm", env=slurm)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
-    output = done.stdout + done.stderr
-    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
-    # 6 per-video jobs in one group, 6 caches in two (one a backbone), backbone, stage A, 3 trainings,
-    # 3 inferences; the bookkeeping rules ran here.
-    assert len(submitted) == 11
+    submitted = slurm_jobs(done)
+    # A job per chunk of demo_data and decode, and of cache for each backbone (the frozen one and
+    # LoFi's tuned one); backbone, stage A, 3 trainings, 3 inferences; the bookkeeping rules ran here.
+    assert len(submitted) == 4 * TINY_CHUNKS + 1 + 1 + 3 + 3
     logs = tmp_path / "results" / "demo" / "logs"
     slurm_logs = [*logs.glob("demo_data/*.log"), *logs.glob("decode/*.log"), *logs.glob("cache/*/*.log"),
                   logs / "lofi" / "lofi.log", *logs.glob("train/*.log"), *logs.glob("infer/*.log"),
                   tmp_path / "results" / "logs" / "backbone" / "tiny.log"]
-    assert len(slurm_logs) == 3 + 3 + 6 + 1 + 3 + 3 + 1
+    assert len(slurm_logs) == len(submitted)
     for log in slurm_logs:
-        job = re.search(r"SLURM job (\d+) on ", log.read_text())
-        assert job and job.group(1) in submitted, log
+        assert ran_as(log, submitted), log
     assert "SLURM job" not in (logs / "report.log").read_text()
     # The cluster got each rule's resources, e.g. a training's memory.
     train_job = re.search(r"SLURM job (\d+) on ", (logs / "train" / "losa.log").read_text()).group(1)
     shown = subprocess.run(["scontrol", "show", "job", train_job], env=slurm, capture_output=True, text=True).stdout
-    assert "MinMemoryNode=16000M" in shown and "NumCPUs=2" in shown
+    assert "MinMemoryNode=16000M" in shown and "NumCPUs=1" in shown
     same_results(tmp_path, tiny_run)
+
+
+@pytest.mark.slow
+def test_200_videos_through_slurm_take_a_job_per_chunk_and_give_the_local_results(slurm, tmp_path):
+    (tmp_path / "local").mkdir()
+    config = tiny_config(tmp_path / "local")
+    demo = config["datasets"]["demo"]
+    demo["demo"].update(n_train=150, n_test=50)
+    demo.update(methods=["head_only", "losa"], train={"epochs": 1, "warmup_epochs": 1})
+    runs = {}
+    for name, profile, env in (("local", "none", None), ("slurm", ROOT / "profiles" / "slurm", slurm)):
+        folder = tmp_path / name
+        folder.mkdir(exist_ok=True)
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+        runs[name] = snakemake(folder, "all", "--slurm-init-seconds-before-status-checks", "2", profile=profile,
+                               env=env)
+        assert runs[name].returncode == 0, (runs[name].stdout + runs[name].stderr)[-5000:]
+    submitted = slurm_jobs(runs["slurm"])
+    # demo_data, decode and cache: 2 chunk jobs each; backbone; 2 trainings and 2 inferences.
+    assert len(submitted) == 2 + 2 + 2 + 1 + 2 + 2
+    assert len(json.loads((tmp_path / "slurm/results/demo/cache/tiny.json").read_text())["stores"]) == 200
+    for log in (tmp_path / "slurm/results/demo/logs").glob("cache/tiny/*.log"):
+        assert ran_as(log, submitted), log
+    same_results(tmp_path / "slurm", tmp_path / "local", ["head_only", "losa"])

@@ -291,7 +291,7 @@ class Cache:
         self.layers = list(self.attrs["layers"])
         self.snippets = self.attrs["snippets"]
 
-    def _layer_index(self, layers):
+    def layer_index(self, layers):
         if layers is None:
             return list(range(len(self.layers)))
         if layers == "last":
@@ -310,7 +310,7 @@ class Cache:
             raise ValueError(f"{self.path}: snippets [{start}, {stop}) outside [0, {self.snippets})")
         if temporal and not self.attrs["temporal"]:
             raise InputError(f"{self.path}: has no temporal tokens; rebuild the cache with temporal: true")
-        index = self._layer_index(layers)
+        index = self.layer_index(layers)
         out = {}
         for name in ("pooled", "temporal") if temporal else ("pooled",):
             array = self.group[name]

@@ -93,11 +93,35 @@ def training_window(length, segments, max_length, generator, keep_fraction=0.5, 
     return start, stop
 
 
-def collate(videos, windows, layers, temporal, multiple):
+class KeptReads:
+    """Whole-video reads of the stores kept in memory, float16 as stored, while they fit in
+    `memory_mb`; windows are sliced from them. Training reads every video every epoch, and a
+    Zarr read costs more than a small model's step on it (~35 ms a demo video)."""
+
+    def __init__(self, memory_mb=0):
+        self.room, self.kept = memory_mb * 2**20, {}
+
+    def read(self, video, start=0, stop=None, layers=None, temporal=False):
+        """As Cache.read."""
+        key = (video.name, str(layers), temporal)
+        if key not in self.kept:
+            cache = video.cache
+            tokens = cache.attrs["snippet_frames"] // 2 if temporal else 0
+            size = 2 * cache.snippets * len(cache.layer_index(layers)) * cache.attrs["channels"] * (1 + tokens)
+            if size > self.room:
+                return cache.read(start, stop, layers, temporal)
+            self.kept[key] = {name: x.half() for name, x in cache.read(layers=layers, temporal=temporal).items()}
+            self.room -= size
+        return {name: x[:, start:stop].float() for name, x in self.kept[key].items()}
+
+
+def collate(videos, windows, layers, temporal, multiple, reads=None):
     """A padded batch of windows: pooled (B, L, T, C), temporal (B, L, T, t, C) or None, mask
     (B, T), the real lengths, and each window's targets (segments in its own steps, labels).
-    T is the longest window rounded up to a multiple of `multiple`."""
-    reads = [v.cache.read(start, stop, layers, temporal) for v, (start, stop) in zip(videos, windows)]
+    T is the longest window rounded up to a multiple of `multiple`. `reads` (KeptReads) reads
+    them, or each video's store does."""
+    reads = reads or KeptReads()
+    reads = [reads.read(v, start, stop, layers, temporal) for v, (start, stop) in zip(videos, windows)]
     length = max(stop - start for start, stop in windows)
     length = -(-length // multiple) * multiple
 

@@ -46,6 +46,7 @@ class TrainConfig:
     max_length: int = 2304  # training windows, in snippets
     keep_fraction: float = 0.5  # a window keeps at least this much of some action
     seed: int = 0
+    memory_mb: float = 4096  # cached activations kept in memory between epochs (data.KeptReads)
 
 
 def full_settings(settings):
@@ -198,7 +199,8 @@ def train(index, annotations, subset, settings, out_model, out_log, out_summary,
     attrs = videos[0].cache.attrs
     net = model.build(settings, attrs["channels"], len(attrs["layers"]), len(classes)).to(device)
     layers, temporal = net.reads
-    net.fit_standardisation(v.cache.read(layers=layers, temporal=temporal) for v in videos[:STATISTICS_VIDEOS])
+    reads = data.KeptReads(cfg.memory_mb)
+    net.fit_standardisation(reads.read(v, layers=layers, temporal=temporal) for v in videos[:STATISTICS_VIDEOS])
     store = {k: attrs[k] for k in data.SHARED_ATTRS}
     key = fingerprint({"settings": settings, "store": store}, index, annotations)
 
@@ -208,7 +210,8 @@ def train(index, annotations, subset, settings, out_model, out_log, out_summary,
             chosen = [videos[i] for i in order[first:first + cfg.batch]]
             windows = [data.training_window(v.length, v.segments, cfg.max_length, generator, cfg.keep_fraction)
                        for v in chosen]
-            batch = data.to_device(data.collate(chosen, windows, layers, temporal, net.head.max_stride), device)
+            batch = data.to_device(data.collate(chosen, windows, layers, temporal, net.head.max_stride, reads),
+                                   device)
             yield net.head.loss(net(batch), batch["targets"])
 
     groups = parameter_groups(net, cfg.weight_decay, cfg.lr)

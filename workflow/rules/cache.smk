@@ -5,6 +5,7 @@ rule cache:
     input:
         decoded="results/{ds}/videos/chunks/{chunk}.json",
         backbone=backbone_json,
+        annotations=ancient("results/{ds}/annotations.json"),  # as in demo_data
     output:
         "results/{ds}/cache/{backbone}/chunks/{chunk}.json",
     log:

@@ -4,6 +4,7 @@
 rule decode:
     input:
         decode_inputs,
+        ancient("results/{ds}/annotations.json"),  # as in demo_data
     output:
         "results/{ds}/videos/chunks/{chunk}.json",
     log:

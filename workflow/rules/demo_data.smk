@@ -1,4 +1,8 @@
 rule demo_data:
+    input:
+        # Only for the chunk's members (a checkpoint's output must be an input of what reads it);
+        # ancient: a change elsewhere in the dataset reruns no chunk but its own.
+        ancient("results/{ds}/annotations.json"),
     output:
         "results/{ds}/source/chunks/{chunk}.json",
     log:

@@ -11,7 +11,7 @@ rule infer:
         "results/{ds}/benchmarks/infer/{method}.tsv"
     conda:
         "../../envs/actloc.yaml"
-    threads: 2
+    threads: 1  # as train
     resources:
         mem_mb=memory(8000),
         runtime=60,

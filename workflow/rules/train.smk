@@ -12,7 +12,9 @@ rule train:
         "results/{ds}/benchmarks/train/{method}.tsv"
     conda:
         "../../envs/actloc.yaml"
-    threads: 2
+    # One thread: a head's step on cached features is too small to gain from intra-op threads
+    # (the demo's LoSA step: 660 ms with one, 652 with two), and methods then train side by side.
+    threads: 1
     resources:
         mem_mb=memory(16000),
         runtime=720,
