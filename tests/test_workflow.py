@@ -33,7 +33,7 @@ def tiny_config(tmp_path, **datasets):
               "backbones": {"tiny": {"preset": "tiny", "pixels": 32, "layers": [2, 4], "batch": 4}},
               "methods": {"head_only": {"type": "head_only"}, "losa": {"type": "losa"},
                           "lofi": {"type": "lofi", "lofi": {"budget_mb": 2000, "train": {"epochs": 1}}}},
-              "datasets": {"demo": {"type": "demo", "demo": TINY, "chunks": 2, "decode": {"fps": 10, "short_side": 64},
+              "datasets": {"demo": {"type": "demo", "demo": dict(TINY), "chunks": 2, "decode": {"fps": 10, "short_side": 64},
                                     "backbone": "tiny", "head": TINY_HEAD, "methods": ["head_only", "losa", "lofi"],
                                     "train": {"epochs": 2, "warmup_epochs": 1}}, **datasets}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
@@ -215,10 +215,13 @@ def test_source_videos_found_by_file_name_and_missing_ones_named(tmp_path):
     assert json.loads((tmp_path / "results/anet/videos.json").read_text())["abc"]["frames"] == 10
     thumos = json.loads((tmp_path / "results/thumos/annotations.json").read_text())
     assert len(thumos["database"]) == 413
-    missing = snakemake(tmp_path, "results/thumos/videos/video_test_0000004.mp4")
+    missing = snakemake(tmp_path, "results/thumos/videos.json")
     assert missing.returncode != 0
-    assert "thumos_videos/video_test_0000004.mp4" in missing.stderr + missing.stdout
     assert "reads its videos from thumos_videos/, which does not exist" in missing.stderr + missing.stdout
+    (tmp_path / "thumos_videos").mkdir()
+    missing = snakemake(tmp_path, "results/thumos/videos.json")
+    assert missing.returncode != 0 and "MissingInputException" in missing.stderr + missing.stdout
+    assert "thumos_videos/video_test_0000004.mp4" in missing.stderr + missing.stdout
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
             f"actloc is not installed for {sys.executable}: run `make` once, then"
             " `source .venv/bin/activate` (or run .venv/bin/snakemake)"
         )
-    shell.prefix(f"export PATH={shlex.quote(str(ACTLOC_BIN))}:\"$PATH\"; ")
+    shell.prefix(f'export PATH={shlex.quote(str(ACTLOC_BIN))}:"$PATH"; ')
 
 DEMO_DATASETS = [ds for ds, d in config["datasets"].items() if d["type"] == "demo"]
 BACKBONES = list(config["backbones"])
@@ -178,7 +178,9 @@ def decoded_videos(wildcards):
 
 def chunk_runtime(minutes_per_video):
     """runtime (minutes) of a chunk job: `minutes_per_video` for each of its videos, at least 10."""
-    return lambda wildcards: max(10, math.ceil(minutes_per_video * len(chunk_videos(wildcards))))
+    return lambda wildcards: max(
+        10, math.ceil(minutes_per_video * len(chunk_videos(wildcards)))
+    )
 
 
 def backbone_args(wildcards):
