@@ -144,3 +144,23 @@ def test_standardisation_statistics_are_streamed_over_every_array():
     torch.testing.assert_close(net.pooled_std, pooled.std(1))
     torch.testing.assert_close(net.temporal_mean, temporal.mean(1))
     torch.testing.assert_close(net.temporal_std, temporal.std(1))
+
+
+def test_kept_reads_equal_the_stores_and_read_each_once_while_they_fit(synthetic_dataset, monkeypatch):
+    index, annotations = synthetic_dataset
+    videos, _ = data.load(index, annotations, "training")
+    calls = []
+    for video in videos:
+        real = video.cache.read
+        monkeypatch.setattr(video.cache, "read", lambda *a, real=real, **k: calls.append(a) or real(*a, **k))
+    kept = data.KeptReads(memory_mb=1)
+    for _ in range(2):
+        for video in videos:
+            got = kept.read(video, 3, 11, None, True)
+            want = video.cache.__class__.read(video.cache, 3, 11, None, True)
+            assert all(torch.equal(got[k], want[k]) for k in want) and got["pooled"].dtype == torch.float32
+    assert len(calls) == len(videos)  # each video read from its store once, whole
+    none_kept = data.KeptReads(memory_mb=0)
+    calls.clear()
+    none_kept.read(videos[0], 0, 5, None, True)
+    assert calls == [(0, 5, None, True)]  # too big to keep: the window alone, from the store

@@ -202,12 +202,11 @@ def expected_attrs(settings, snippet_frames, stride, video):
 
 
 def done(out, expect):
-    """Whether `out` is a complete store with the attributes `expect`."""
+    """The store `out` if it is complete with the attributes `expect`, else None."""
     try:
-        open_cache(out, expect)
+        return open_cache(out, expect)
     except InputError:
-        return False
-    return True
+        return None
 
 
 def clip_stream(videos, pixels, snippet_frames, stride, batch):
@@ -232,15 +231,17 @@ def decoded_info(video):
 def build_all(videos, outs, settings, snippet_frames=16, stride=4, batch=8, device="auto"):
     """Run the backbone described by `settings` (the JSON of `actloc backbone`) over each decoded
     video into its store (`outs`, in the same order), loading the backbone once. A store already
-    complete with these settings is kept. Returns ({video path: the store's attributes}, the
-    stores written)."""
+    complete with these settings is kept. Returns ({video path: the store's attributes}, in the
+    order given, and the stores written)."""
     videos, outs = [Path(v) for v in videos], [Path(o) for o in outs]
-    expect, todo = {}, []
+    expect, attrs, todo = {}, {}, []
     for video, out in zip(videos, outs):
         expect[video] = expected_attrs(settings, snippet_frames, stride, video)
-        if not done(out, expect[video]):
+        store = done(out, expect[video])
+        if store:
+            attrs[video] = store.attrs
+        else:
             todo.append((video, out))
-    attrs = {video: open_cache(out).attrs for video, out in zip(videos, outs) if (video, out) not in todo}
     if not todo:
         return attrs, []
     checkpoint = settings["checkpoint"]
@@ -274,7 +275,7 @@ def build_all(videos, outs, settings, snippet_frames=16, stride=4, batch=8, devi
                     bar.update(len(clips))
                 attrs[video] = writer.finish(preset=settings["preset"], video=video.stem,
                                              **{k: v for k, v in expect[video].items() if k not in writer.KNOWN})
-    return attrs, [out for _, out in todo]
+    return {video: attrs[video] for video in videos}, [out for _, out in todo]
 
 
 def build(video, out, settings, snippet_frames=16, stride=4, batch=8, device="auto"):

@@ -121,15 +121,16 @@ def cmd_backbone(args):
 def cmd_cache(args):
     from . import backbone, cache
 
-    outs = [Path(args.out_dir) / f"{Path(video).stem}.zarr" for video in args.videos]
-    attrs, written = cache.build_all(args.videos, outs, backbone.read_settings(args.backbone), args.snippet_frames,
-                                     args.stride, args.batch, args.device)
-    for out, store in zip(outs, attrs.values()):
-        log.info("%s: %d snippets x %d layers x %d channels", out, store["snippets"], len(store["layers"]),
-                 store["channels"])
+    videos = [Path(video) for video in args.videos]
+    outs = {video: Path(args.out_dir) / f"{video.stem}.zarr" for video in videos}
+    attrs, written = cache.build_all(videos, list(outs.values()), backbone.read_settings(args.backbone),
+                                     args.snippet_frames, args.stride, args.batch, args.device)
+    for video, out in outs.items():
+        log.info("%s: %d snippets x %d layers x %d channels", out, attrs[video]["snippets"],
+                 len(attrs[video]["layers"]), attrs[video]["channels"])
     log.info("%s: %d stores, %d built now", args.out_dir, len(outs), len(written))
-    return written + write_manifest(args.manifest, {out.stem: {"path": str(out), "snippets": store["snippets"]}
-                                                    for out, store in zip(outs, attrs.values())})
+    return written + write_manifest(args.manifest, {out.stem: {"path": str(out), "snippets": attrs[video]["snippets"]}
+                                                    for video, out in outs.items()})
 
 
 def cmd_cache_index(args):
