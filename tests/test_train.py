@@ -29,6 +29,18 @@ def test_schedule_warms_up_linearly_then_decays_as_a_cosine():
     assert train.lr_factor(12, 4, 12) == pytest.approx(0.0)
 
 
+def test_weight_decay_falls_on_weight_matrices_and_kernels_only():
+    net = model.Detector("losa", 16, 2, 3, model.HeadConfig(width=16, levels=2, regression_ranges=((0, 4), (4, 99))),
+                         model.LosaConfig(reduction=2, heads=2))
+    net.features.norm.requires_grad_(False)  # frozen parameters are in no group
+    decayed, plain = ({id(p) for p in group["params"]} for group in train.parameter_groups(net, 0.05, 1e-3))
+    names = {id(p): name for name, p in net.named_parameters() if p.requires_grad}
+    assert not decayed & plain and decayed | plain == set(names)  # each trainable parameter in one group
+    assert {names[i] for i in plain} >= {"features.alpha", "features.beta", "head.reg_scales", "head.embed.0.bias"}
+    assert {names[i] for i in decayed} >= {"head.embed.0.weight", "features.short.0.query.weight"}
+    assert not any(name.endswith(("bias", "alpha", "beta")) or "norm" in name for name in map(names.get, decayed))
+
+
 def test_ema_ramps_its_decay_up():
     net = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.zeros_(net.weight)

@@ -1,4 +1,4 @@
-"""The built-in demo dataset: synthetic untrimmed videos rendered by ffmpeg's lavfi sources.
+"""The built-in demo dataset: synthetic untrimmed videos drawn with NumPy, encoded by ffmpeg.
 
 Every action is a disc of a random colour from one palette, so colour says nothing about the
 class; the five classes differ only in how the disc changes over time, in two pairs and one
@@ -181,58 +181,53 @@ def rgb(color):
     return tuple(int(color[k:k + 2], 16) for k in (1, 3, 5))
 
 
-def _progress(disc, frame):
+def progress(disc, frame):
     """0 at the disc's first frame, 1 at its last; `frame` counts from the disc's first frame."""
-    return f"clip({frame}/{max(disc.last - 1 - disc.first, 1)},0,1)"
+    return min(frame / max(disc.last - 1 - disc.first, 1), 1.0)
 
 
-def _on_first_half(disc, frame):
-    """1 in the first half of the disc's cycle, else 0; `frame` counts from its first frame."""
-    return f"lt(mod({frame}+{disc.phase},{PERIOD}),{PERIOD // 2})"
+def on_first_half(disc, frame):
+    """Whether the disc is in the first half of its cycle; `frame` counts from its first frame."""
+    return (frame + disc.phase) % PERIOD < PERIOD // 2
 
 
-def _radius(disc):
-    """geq expression of the disc's radius in its own frame N."""
+def radius(disc, frame):
+    """The disc's radius in its own `frame`."""
     low, high = RADIUS
     if disc.kind == "grow":
-        return f"{low}+{high - low}*{_progress(disc, 'N')}"
+        return low + (high - low) * progress(disc, frame)
     if disc.kind == "blink":
-        return f"{disc.radius}*{_on_first_half(disc, 'N')}"
-    return str(disc.radius)
+        return disc.radius * on_first_half(disc, frame)
+    return disc.radius
 
 
-def _spots(disc):
-    """overlay expressions (x, y) of each copy of the disc, in the video's frame n."""
-    frame = f"(round(t*{FPS})-{disc.first})"  # overlay's own n runs a frame ahead of its timeline's
+def spots(disc, frame):
+    """(x, y) of the top-left corner of each copy of the disc in its own `frame`."""
     if disc.kind == "twins":
         return [(disc.x0, disc.y0), (disc.x1, disc.y1)]
     # A jump is at (x1, y1) in the second half of its cycle; anything else moves once along its path.
-    where = f"(1-{_on_first_half(disc, frame)})" if disc.kind == "jump" else _progress(disc, frame)
-    return [(f"{disc.x0}+{disc.x1 - disc.x0}*{where}", f"{disc.y0}+{disc.y1 - disc.y0}*{where}")]
+    where = (not on_first_half(disc, frame)) if disc.kind == "jump" else progress(disc, frame)
+    return [(round(disc.x0 + (disc.x1 - disc.x0) * where), round(disc.y0 + (disc.y1 - disc.y0) * where))]
 
 
-def filter_graph(video):
-    """The lavfi graph that draws `video`: background, then distractors, then actions."""
-    left, right = BACKGROUND
-    chains = [f"gradients=s={WIDTH}x{HEIGHT}:r={FPS}:c0={left}:c1={right}:nb_colors=2:x0=0:y0={HEIGHT // 2}"
-              f":x1={WIDTH - 1}:y1={HEIGHT // 2}:speed=0.00001,format=rgb24[bg0]"]
+def frames(video):
+    """The video's frames, (frames, HEIGHT, WIDTH, 3) uint8: the background, then distractors,
+    then actions, each disc blended over what is below it by its opacity."""
+    left, right = (np.array(rgb(c), np.float32) for c in BACKGROUND)
+    across = np.linspace(0, 1, WIDTH, dtype=np.float32)[:, None]
+    out = np.empty((video.frames, HEIGHT, WIDTH, 3), np.float32)
+    out[:] = left + (right - left) * across
     centre = (SPRITE - 1) / 2
-    layers = 0
-    for i, d in enumerate(video.distractors + video.actions):
-        r, g, b = rgb(d.color)
-        opacity = 128 if d.kind in ("glow", "twins") else 255
-        spots = _spots(d)
-        copies = "".join(f"[disc{i}_{k}]" for k in range(len(spots)))
-        # Drawn only during its own frames (one spare), shifted to its start: geq is the cost.
-        chains.append(f"color=c=black:s={SPRITE}x{SPRITE}:r={FPS}:d={(d.last - d.first + 1) / FPS},format=rgba,"
-                      f"geq=r={r}:g={g}:b={b}:a='{opacity}*lt(hypot(X-{centre},Y-{centre}),{_radius(d)})',"
-                      f"setpts=PTS+{d.first}/({FPS}*TB),split={len(spots)}{copies}")
-        for k, (x, y) in enumerate(spots):
-            chains.append(f"[bg{layers}][disc{i}_{k}]overlay=x='{x}':y='{y}':eof_action=pass"
-                          f":enable='between(n,{d.first},{d.last - 1})'[bg{layers + 1}]")
-            layers += 1
-    chains.append(f"[bg{layers}]format=yuv420p[out]")
-    return ";".join(chains)
+    distance = np.hypot(*np.mgrid[:SPRITE, :SPRITE] - centre)[..., None]  # from the sprite's centre
+    for disc in video.distractors + video.actions:
+        color = np.array(rgb(disc.color), np.float32)
+        opacity = 0.5 if disc.kind in ("glow", "twins") else 1.0
+        for frame in range(disc.last - disc.first):
+            alpha = opacity * (distance < radius(disc, frame))
+            for x, y in spots(disc, frame):
+                region = out[disc.first + frame, y:y + SPRITE, x:x + SPRITE]
+                region += alpha * (color - region)
+    return np.round(out).astype(np.uint8)
 
 
 def plan_path(out):
@@ -252,12 +247,14 @@ def render(video, out):
     """Encode one planned video to `out` (H.264 mp4, byte-identical across reruns) and its plan
     beside it."""
     with atomic_path(out) as tmp:
-        cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-filter_complex", filter_graph(video),
-               "-map", "[out]", "-frames:v", str(video.frames), "-c:v", "libx264", "-preset", "veryfast",
-               "-crf", "20", "-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1", str(tmp)]
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        # One encoder thread: x264's output depends on its thread count, and must not on the machine.
+        cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+               "-s", f"{WIDTH}x{HEIGHT}", "-r", str(FPS), "-i", "-", "-pix_fmt", "yuv420p", "-c:v", "libx264",
+               "-preset", "veryfast", "-crf", "20", "-threads", "1", "-fflags", "+bitexact", "-flags:v", "+bitexact",
+               "-map_metadata", "-1", str(tmp)]
+        done = subprocess.run(cmd, input=frames(video).tobytes(), capture_output=True)
         if done.returncode:
-            raise RuntimeError(f"ffmpeg failed rendering {out}: {done.stderr.strip()[-2000:]}")
+            raise RuntimeError(f"ffmpeg failed rendering {out}: {done.stderr.decode(errors='replace').strip()[-2000:]}")
     write_json(plan_path(out), asdict(video))
 
 

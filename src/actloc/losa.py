@@ -22,6 +22,8 @@ from torch import nn
 
 from .head import banded_attention
 
+GATES = ("alpha", "beta")  # LoSA's gate parameters, by name: no weight decay on them
+
 
 @dataclass(frozen=True)
 class LosaConfig:

@@ -1,6 +1,6 @@
 """Train stage: one method (adapters + head) against the cache, never touching the backbone.
 
-AdamW with no weight decay on biases, norms and gates; per-iteration linear warm-up then
+AdamW with no weight decay on biases, norms and LoSA's gates; per-iteration linear warm-up then
 cosine decay; gradient clipping; an EMA of the weights, which is what model.pt holds. Each
 epoch draws its video order and training windows from a generator seeded by (seed, epoch), and
 algorithms are deterministic, so a rerun gives the same weights, and a training resumed from
@@ -27,6 +27,7 @@ from tqdm import tqdm
 from . import data, model
 from .cache import resolve_device
 from .io import InputError, atomic_path, write_json, write_text
+from .losa import GATES as LOSA_GATES
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,11 @@ class EMA:
     def update(self, source):
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for mine, theirs in zip(self.model.state_dict().values(), source.state_dict().values()):
-            if mine.is_floating_point():
-                mine.lerp_(theirs, 1 - decay)
-            else:
+        pairs = list(zip(self.model.state_dict().values(), source.state_dict().values()))
+        floats = [(mine, theirs) for mine, theirs in pairs if mine.is_floating_point()]
+        torch._foreach_lerp_([m for m, _ in floats], [t for _, t in floats], 1 - decay)
+        for mine, theirs in pairs:
+            if not mine.is_floating_point():
                 mine.copy_(theirs)
 
 
@@ -107,12 +109,18 @@ def make_deterministic(seed):
     torch.manual_seed(seed)
 
 
+def decays(name, param):
+    """Whether weight decay applies to a parameter: to weight matrices and kernels, not to biases,
+    norms, scales, nor LoSA's gates (2-D, one row per layer, but gates all the same)."""
+    return param.ndim > 1 and name.rsplit(".", 1)[-1] not in LOSA_GATES
+
+
 def parameter_groups(net, weight_decay, lr):
-    """The trainable parameters of `net` at learning rate `lr`, with weight decay on weight
-    matrices and kernels only, not on biases, norms, scales, gates."""
-    params = [p for p in net.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay, "lr": lr},
-            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr": lr}]
+    """The trainable parameters of `net` at learning rate `lr`, in two groups: with weight
+    decay and without (see `decays`)."""
+    params = [(name, p) for name, p in net.named_parameters() if p.requires_grad]
+    return [{"params": [p for name, p in params if decays(name, p)], "weight_decay": weight_decay, "lr": lr},
+            {"params": [p for name, p in params if not decays(name, p)], "weight_decay": 0.0, "lr": lr}]
 
 
 def resume(checkpoint, key, device, net, ema, optimizer, scheduler):
@@ -138,7 +146,7 @@ def optimise(net, groups, cfg, per_epoch, step_losses, key, checkpoint, device, 
     schedule, clipping, EMA, a per-epoch checkpoint (resumed when it matches `key`). `step_losses(epoch,
     generator)` yields one dict of losses per step; its "loss" is minimised before the next.
     Returns (EMA model, a log row per epoch)."""
-    optimizer = torch.optim.AdamW(groups)
+    optimizer = torch.optim.AdamW(groups, fused=True)  # one kernel per step, not one per tensor
     epochs = cfg.warmup_epochs + cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, cfg.warmup_epochs * per_epoch, epochs * per_epoch))
