@@ -1,6 +1,6 @@
 """Each demo method trained with several seeds on the demo cache: test mAP per run and the mean.
 
-Needs the demo's decoded videos and cache (run `make demo` first). Settings are config.yaml's
+Needs the demo's cache, and for LoFi its decoded videos (run `make demo` first). Settings are config.yaml's
 for the demo dataset, with only train.seed changed; every run trains, infers and evaluates
 into a temporary folder. A LoFi run is all of it: stage A with that seed, the tuned backbone
 cached over every video, and its head trained with that seed.
@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -40,46 +41,54 @@ def tuned_cache(config, method, seed, folder):
     return folder / "cache.json"
 
 
+def run(config, method, seed):
+    """Train, infer and evaluate one method with one seed, on one thread: (its mAP by tIoU, train seconds)."""
+    torch.set_num_threads(1)
+    dataset, results = config["datasets"]["demo"], ROOT / "results" / "demo"
+    annotations = results / "annotations.json"
+    settings = method_settings(config, "demo", method)
+    settings["train"] = {**settings["train"], "seed": seed}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        index = results / "cache" / f"{dataset['backbone']}.json"
+        if config["methods"][method]["type"] == "lofi":
+            index = tuned_cache(config, method, seed, tmp)
+        summary = train.train(index, annotations, dataset["train_subset"], settings, tmp / "model.pt",
+                              tmp / "log.csv", tmp / "train.json", device="cpu")
+        infer.run(tmp / "model.pt", index, annotations, dataset["test_subset"], tmp / "detections.json", "cpu")
+        table, _ = evaluate.run(annotations, tmp / "detections.json", dataset["test_subset"],
+                                dataset["eval_preset"], tmp / "map.csv", tmp / "per_class.csv")
+    return dict(zip(table["tiou"], 100 * table["mAP"])), summary["train_seconds"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", help="the demo's methods to run (default: all)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs side by side, one thread each")
     args = parser.parse_args()
-    torch.set_num_threads(2)
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     dataset = config["datasets"]["demo"]
+    methods = args.methods or dataset["methods"]
     results = ROOT / "results" / "demo"
-    base_index, annotations = results / "cache" / f"{dataset['backbone']}.json", results / "annotations.json"
-    for needed in (base_index, results / "videos.json"):
-        if not needed.is_file():
-            sys.exit(f"{needed} not found: build the demo first (make demo, then "
-                     f"snakemake --cores 2 results/demo/videos.json)")
-    rows, means = [], {}
-    for method in args.methods or dataset["methods"]:
-        scores = []
-        for seed in args.seeds:
-            settings = method_settings(config, "demo", method)
-            settings["train"] = {**settings["train"], "seed": seed}
-            with tempfile.TemporaryDirectory() as tmp:
-                tmp = Path(tmp)
-                index = base_index
-                if config["methods"][method]["type"] == "lofi":
-                    index = tuned_cache(config, method, seed, tmp)
-                summary = train.train(index, annotations, dataset["train_subset"], settings, tmp / "model.pt",
-                                      tmp / "log.csv", tmp / "train.json", device="cpu")
-                infer.run(tmp / "model.pt", index, annotations, dataset["test_subset"], tmp / "detections.json", "cpu")
-                table, _ = evaluate.run(annotations, tmp / "detections.json", dataset["test_subset"],
-                                        dataset["eval_preset"], tmp / "map.csv", tmp / "per_class.csv")
-            mAP = dict(zip(table["tiou"], 100 * table["mAP"]))
-            scores.append(mAP["average"])
-            rows.append({"method": method, "seed": seed, **{f"mAP@{t}": f"{v:.2f}" for t, v in mAP.items()},
-                         "train s": f"{summary['train_seconds']:.0f}"})
-        means[method] = sum(scores) / len(scores)
-    for method, mean in means.items():
+    needed = [results / "cache" / f"{dataset['backbone']}.json"]
+    if any(config["methods"][m]["type"] == "lofi" for m in methods):
+        needed.append(results / "videos.json")  # stage A trains on the decoded videos
+    for path in needed:
+        if not path.is_file():
+            sys.exit(f"{path} not found: build the demo first (make demo, then "
+                     f"snakemake --cores 2 {' '.join(str(p.relative_to(ROOT)) for p in needed)})")
+    runs = [(method, seed) for method in methods for seed in args.seeds]
+    with ProcessPoolExecutor(args.jobs) as pool:
+        done = list(pool.map(run, [config] * len(runs), *zip(*runs)))
+    rows = [{"method": method, "seed": seed, **{f"mAP@{t}": f"{v:.2f}" for t, v in mAP.items()},
+             "train s": f"{seconds:.0f}"} for (method, seed), (mAP, seconds) in zip(runs, done)]
+    for method in methods:
+        scores = [mAP["average"] for (m, _), (mAP, _) in zip(runs, done) if m == method]
         rows.append({"method": method, "seed": "mean", **{k: "" for k in rows[0] if k.startswith("mAP@")},
-                     "train s": ""} | {"mAP@average": f"{mean:.2f}"})
+                     "train s": ""} | {"mAP@average": f"{sum(scores) / len(scores):.2f}"})
     name = "_".join(["demo_seeds", *(args.methods or [])])  # a subset of methods does not overwrite the rest
-    report(name, f"Demo test mAP (%) by method and seed ({len(args.seeds)} seeds)", rows)
+    report(name, f"Demo test mAP (%) by method and seed ({len(args.seeds)} seeds, {args.jobs} side by side)", rows)
 
 
 if __name__ == "__main__":
