@@ -214,9 +214,9 @@ def frames(video):
     """The video's frames, (frames, HEIGHT, WIDTH, 3) uint8: the background, then distractors,
     then actions, each disc blended over what is below it by its opacity."""
     left, right = (np.array(rgb(c), np.float32) for c in BACKGROUND)
-    across = np.linspace(0, 1, WIDTH, dtype=np.float32)[:, None]
-    out = np.empty((video.frames, HEIGHT, WIDTH, 3), np.float32)
-    out[:] = left + (right - left) * across
+    background = left + (right - left) * np.linspace(0, 1, WIDTH, dtype=np.float32)[:, None]  # (WIDTH, 3)
+    out = np.empty((video.frames, HEIGHT, WIDTH, 3), np.uint8)
+    out[:] = np.round(background).astype(np.uint8)
     centre = (SPRITE - 1) / 2
     distance = np.hypot(*np.mgrid[:SPRITE, :SPRITE] - centre)[..., None]  # from the sprite's centre
     for disc in video.distractors + video.actions:
@@ -226,8 +226,8 @@ def frames(video):
             alpha = opacity * (distance < radius(disc, frame))
             for x, y in spots(disc, frame):
                 region = out[disc.first + frame, y:y + SPRITE, x:x + SPRITE]
-                region += alpha * (color - region)
-    return np.round(out).astype(np.uint8)
+                region[:] = np.round(region + alpha * (color - region))
+    return out
 
 
 def plan_path(out):
