@@ -242,8 +242,8 @@ def test_a_bad_video_in_the_middle_of_a_chunk_keeps_the_stores_before_it(video, 
 def test_failed_build_leaves_no_store(video, settings, tmp_path, monkeypatch):
     real = decode.iter_frames
 
-    def dies_midway(path, size=None):
-        for i, frame in enumerate(real(path, size)):
+    def dies_midway(path, size=None, threads=None):
+        for i, frame in enumerate(real(path, size, threads=threads)):
             if i == 40:
                 raise InputError(f"{path}: stream ended inside a frame")
             yield frame

@@ -209,11 +209,12 @@ def done(out, expect):
         return None
 
 
-def clip_stream(videos, pixels, snippet_frames, stride, batch):
+def clip_stream(videos, pixels, snippet_frames, stride, batch, threads=None):
     """Batches of clips of one video after another, each video's followed by None: decoded in
     one stream, so that the next video's first frames are ready when the current one ends."""
     for video in videos:
-        yield from snippet_batches(decode.iter_frames(video, size=pixels), snippet_frames, stride, batch)
+        yield from snippet_batches(decode.iter_frames(video, size=pixels, threads=threads), snippet_frames, stride,
+                                   batch)
         yield None
 
 
@@ -228,11 +229,11 @@ def decoded_info(video):
     return probed["fps"], probed["frames"], decode.source_record(video)
 
 
-def build_all(videos, outs, settings, snippet_frames=16, stride=4, batch=8, device="auto"):
+def build_all(videos, outs, settings, snippet_frames=16, stride=4, batch=8, device="auto", threads=None):
     """Run the backbone described by `settings` (the JSON of `actloc backbone`) over each decoded
     video into its store (`outs`, in the same order), loading the backbone once. A store already
     complete with these settings is kept. Returns ({video path: the store's attributes}, in the
-    order given, and the stores written)."""
+    order given, and the stores written). `threads`: ffmpeg's, decoding the videos."""
     videos, outs = [Path(v) for v in videos], [Path(o) for o in outs]
     expect, attrs, todo = {}, {}, []
     for video, out in zip(videos, outs):
@@ -254,7 +255,7 @@ def build_all(videos, outs, settings, snippet_frames=16, stride=4, batch=8, devi
     tokens = snippet_frames // backbone.TUBELET if settings["temporal"] else 0
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings["precision"] == "bf16")
     total = sum(expect[video]["snippets"] for video, _ in todo)
-    stream = prefetched(clip_stream([video for video, _ in todo], pixels, snippet_frames, stride, batch))
+    stream = prefetched(clip_stream([video for video, _ in todo], pixels, snippet_frames, stride, batch, threads))
     desc = todo[0][0].name if len(todo) == 1 else f"{len(todo)} videos"
     with contextlib.closing(stream), tqdm(total=total, unit="clip", desc=desc) as bar, torch.inference_mode():
         for video, out in todo:

@@ -92,7 +92,8 @@ def cmd_decode(args):
     from . import decode
 
     names = args.names or [Path(source).stem for source in args.sources]
-    infos, written = decode.normalize_all(names, args.sources, args.out_dir, args.fps, args.short_side)
+    infos, written = decode.normalize_all(names, args.sources, args.out_dir, args.fps, args.short_side,
+                                          args.ffmpeg_threads)
     for name, info in infos.items():
         log.info("%s: %d frames at %g fps, %dx%d", name, info["frames"], info["fps"], info["width"], info["height"])
     log.info("%s: %d videos, %d decoded now", args.out_dir, len(infos), len(written) // 2)
@@ -124,7 +125,7 @@ def cmd_cache(args):
     videos = [Path(video) for video in args.videos]
     outs = {video: Path(args.out_dir) / f"{video.stem}.zarr" for video in videos}
     attrs, written = cache.build_all(videos, list(outs.values()), backbone.read_settings(args.backbone),
-                                     args.snippet_frames, args.stride, args.batch, args.device)
+                                     args.snippet_frames, args.stride, args.batch, args.device, args.threads)
     for video, out in outs.items():
         log.info("%s: %d snippets x %d layers x %d channels", out, attrs[video]["snippets"],
                  len(attrs[video]["layers"]), attrs[video]["channels"])
@@ -252,6 +253,8 @@ def parser():
     p.add_argument("--out-dir", required=True, help="writes <name>.mp4 and its <name>.json here")
     p.add_argument("--fps", type=float, required=True)
     p.add_argument("--short-side", type=int, required=True)
+    # Not `threads`: that one sets PyTorch's too, and decoding needs no torch.
+    p.add_argument("--threads", dest="ffmpeg_threads", type=int, help="ffmpeg's threads (default: its own choice)")
     add_manifest_option(p)
     p.set_defaults(func=cmd_decode)
 
@@ -280,7 +283,7 @@ def parser():
     add_snippet_options(p)
     p.add_argument("--batch", type=int, default=8, help="snippets per forward pass")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
-    p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    p.add_argument("--threads", type=int, help="CPU threads for PyTorch and for ffmpeg decoding")
     p.set_defaults(func=cmd_cache)
 
     add_index_parser(sub, "cache-index", "check a dataset's cache stores and list them",

@@ -24,7 +24,8 @@ rule decode:
         short_side=lambda wildcards: dataset(wildcards)["decode"]["short_side"],
     shell:
         "actloc decode {params.sources:q} --names {params.videos:q} --out-dir results/{wildcards.ds}/videos"
-        " --fps {params.fps} --short-side {params.short_side} --manifest {output:q} 2> {log:q}"
+        " --fps {params.fps} --short-side {params.short_side} --threads {threads} --manifest {output:q}"
+        " 2> {log:q}"
 
 
 rule decode_index:
