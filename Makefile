@@ -5,10 +5,10 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: demo demo-full test lint clean
 
-# The demo table's command; demo-full adds LoFi (its stage A and its tuned backbone's cache).
-DEMO_TABLE = @echo; echo "Demo test split, mAP (%) at tIoU 0.3:0.1:0.7 (results/demo/map.csv):"; \
-	cat results/demo/map.md; \
-	echo "Plots: results/demo/plots/*.png; one HTML page of tables and plots: .venv/bin/snakemake --report report.html"
+# The demo table of results/$(1); demo-full adds LoFi (its stage A and its tuned backbone's cache).
+DEMO_TABLE = @echo; echo "Demo test split, mAP (%) at tIoU 0.3:0.1:0.7 (results/$(1)/map.csv):"; \
+	cat results/$(1)/map.md; \
+	echo "Plots: results/$(1)/plots/*.png; one HTML page of tables and plots: .venv/bin/snakemake --report report.html"
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,11 +17,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	snakemake --cores all
-	$(DEMO_TABLE)
+	$(call DEMO_TABLE,demo)
 
 demo-full: $(STAMP)
-	snakemake --cores all --config 'datasets={demo: {methods: [head_only, losa, lofi]}}'
-	$(DEMO_TABLE)
+	snakemake --cores all results/demo-full/map.csv results/demo-full/plots/timelines.png
+	$(call DEMO_TABLE,demo-full)
 
 test: $(STAMP)
 	pytest

@@ -1,8 +1,8 @@
-"""Each demo method trained with several seeds on the demo cache: test mAP per run and the mean.
+"""Each method of a demo dataset trained with several seeds on its cache: test mAP per run and the mean.
 
-Needs the demo's cache, and for LoFi its decoded videos (run `make demo` first). Settings are config.yaml's
-for the demo dataset, with only train.seed changed; every run trains, infers and evaluates
-into a temporary folder. A LoFi run is all of it: stage A with that seed, the tuned backbone
+Needs the dataset's cache, and for LoFi its decoded videos (run `make demo` or `make demo-full`
+first). Settings are config.yaml's for that dataset, with only train.seed changed; every run
+trains, infers and evaluates into a temporary folder. A LoFi run is all of it: stage A with that seed, the tuned backbone
 cached over every video, and its head trained with that seed.
 """
 
@@ -25,10 +25,11 @@ from actloc.config import lofi_settings, method_settings  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tuned_cache(config, method, seed, folder):
-    """LoFi's stage A with `seed`, then its tuned backbone cached over every demo video: the index."""
-    results, dataset = ROOT / "results" / "demo", config["datasets"]["demo"]
-    settings = lofi_settings(config, "demo", method)
+def tuned_cache(config, name, method, seed, folder):
+    """LoFi's stage A with `seed`, then its tuned backbone cached over every video of dataset
+    `name`: the index."""
+    results, dataset = ROOT / "results" / name, config["datasets"][name]
+    settings = lofi_settings(config, name, method)
     settings["train"] = {**settings["train"], "seed": seed}
     lofi.train_stage_a(results / "videos.json", results / "annotations.json", dataset["train_subset"], settings,
                        results.parent / "backbones" / f"{dataset['backbone']}.json", method, folder / "backbone.pth",
@@ -41,18 +42,19 @@ def tuned_cache(config, method, seed, folder):
     return folder / "cache.json"
 
 
-def run(config, method, seed):
-    """Train, infer and evaluate one method with one seed, on one thread: (its mAP by tIoU, train seconds)."""
+def run(config, name, method, seed):
+    """Train, infer and evaluate one method of dataset `name` with one seed, on one thread: (its
+    mAP by tIoU, train seconds)."""
     torch.set_num_threads(1)
-    dataset, results = config["datasets"]["demo"], ROOT / "results" / "demo"
+    dataset, results = config["datasets"][name], ROOT / "results" / name
     annotations = results / "annotations.json"
-    settings = method_settings(config, "demo", method)
+    settings = method_settings(config, name, method)
     settings["train"] = {**settings["train"], "seed": seed}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         index = results / "cache" / f"{dataset['backbone']}.json"
         if config["methods"][method]["type"] == "lofi":
-            index = tuned_cache(config, method, seed, tmp)
+            index = tuned_cache(config, name, method, seed, tmp)
         summary = train.train(index, annotations, dataset["train_subset"], settings, tmp / "model.pt",
                               tmp / "log.csv", tmp / "train.json", device="cpu")
         infer.run(tmp / "model.pt", index, annotations, dataset["test_subset"], tmp / "detections.json", "cpu")
@@ -66,29 +68,32 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", help="the demo's methods to run (default: all)")
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side, one thread each")
+    parser.add_argument("--dataset", default="demo", help="demo, or demo-full (LoFi's: make demo-full first)")
     args = parser.parse_args()
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    dataset = config["datasets"]["demo"]
+    dataset = config["datasets"][args.dataset]
     methods = args.methods or dataset["methods"]
-    results = ROOT / "results" / "demo"
+    results = ROOT / "results" / args.dataset
     needed = [results / "cache" / f"{dataset['backbone']}.json"]
     if any(config["methods"][m]["type"] == "lofi" for m in methods):
         needed.append(results / "videos.json")  # stage A trains on the decoded videos
     for path in needed:
         if not path.is_file():
-            sys.exit(f"{path} not found: build the demo first (make demo, then "
+            sys.exit(f"{path} not found: build the dataset first (make {args.dataset}, then "
                      f"snakemake --cores 2 {' '.join(str(p.relative_to(ROOT)) for p in needed)})")
     runs = [(method, seed) for method in methods for seed in args.seeds]
     with ProcessPoolExecutor(args.jobs) as pool:
-        done = list(pool.map(run, [config] * len(runs), *zip(*runs)))
+        done = list(pool.map(run, [config] * len(runs), [args.dataset] * len(runs), *zip(*runs)))
     rows = [{"method": method, "seed": seed, **{f"mAP@{t}": f"{v:.2f}" for t, v in mAP.items()},
              "train s": f"{seconds:.0f}"} for (method, seed), (mAP, seconds) in zip(runs, done)]
     for method in methods:
         scores = [mAP["average"] for (m, _), (mAP, _) in zip(runs, done) if m == method]
         rows.append({"method": method, "seed": "mean", **{k: "" for k in rows[0] if k.startswith("mAP@")},
                      "train s": ""} | {"mAP@average": f"{sum(scores) / len(scores):.2f}"})
-    name = "_".join(["demo_seeds", *(args.methods or [])])  # a subset of methods does not overwrite the rest
-    report(name, f"Demo test mAP (%) by method and seed ({len(args.seeds)} seeds, {args.jobs} side by side)", rows)
+    # A subset of methods, or another dataset, does not overwrite the rest.
+    name = "_".join(["demo_seeds", *([args.dataset] if args.dataset != "demo" else []), *(args.methods or [])])
+    report(name, f"{args.dataset} test mAP (%) by method and seed ({len(args.seeds)} seeds, {args.jobs} side by side)",
+           rows)
 
 
 if __name__ == "__main__":
