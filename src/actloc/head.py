@@ -1,11 +1,11 @@
 """ActionFormer-style detection head over a sequence of snippet features (DESIGN section 9).
 
 Tensors are (B, C, T) around convolutions and (B, T, C) in the transformer blocks, with a boolean
-Two masked convs project the input; a stem of local-window transformer blocks follows, then
-blocks that each halve the length, giving a pyramid of levels with strides 1, 2, 4, ...
-Classification and regression heads are shared by all levels. Every point t of level l sits at
-snippet t * 2**l; it predicts class scores and its distances to the action's start and end in
-units of its stride.
+mask (B, T) of real snippets, passed as (x, mask) pairs. Two masked convs project the input; a
+stem of local-window transformer blocks follows, then blocks that each halve the length,
+giving a pyramid of levels with strides 1, 2, 4, ... Classification and regression heads are
+shared by all levels. Every point t of level l sits at snippet t * 2**l; it predicts class
+scores and its distances to the action's start and end in units of its stride.
 
 Positions and segments are in snippet (feature step) units here; model.py converts to seconds.
 """
