@@ -47,6 +47,15 @@ def test_iter_frames_streams_every_frame(normalized):
     assert len({f.tobytes() for f in frames}) > 20  # a moving pattern, not one frame repeated
 
 
+def test_one_ffmpeg_thread_decodes_the_same_frames(normalized, source_video, tmp_path):
+    out, info = normalized
+    assert [f.tobytes() for f in decode.iter_frames(out, threads=1)] == [f.tobytes() for f in decode.iter_frames(out)]
+    single = decode.normalize(source_video, tmp_path / "single.mp4", fps=10, short_side=90, threads=1)
+    assert {k: single[k] for k in ("frames", "width", "height")} == {k: info[k] for k in ("frames", "width", "height")}
+    decoded = np.stack(list(decode.iter_frames(tmp_path / "single.mp4"))).astype(int)
+    assert np.abs(decoded - np.stack(list(decode.iter_frames(out)))).mean() < 2  # same frames, re-encoded
+
+
 def test_iter_frames_centre_crop(normalized):
     out, _ = normalized
     full = next(decode.iter_frames(out))
