@@ -2,8 +2,8 @@
 
 Needs the dataset's cache, and for LoFi its decoded videos (run `make demo` or `make demo-full`
 first). Settings are config.yaml's for that dataset, with only train.seed changed; every run
-trains, infers and evaluates into a temporary folder. A LoFi run is all of it: stage A with that seed, the tuned backbone
-cached over every video, and its head trained with that seed.
+trains, infers and evaluates into a temporary folder. A LoFi run is all of it: stage A with
+that seed, the tuned backbone cached over every video, and its head trained with that seed.
 """
 
 import argparse
