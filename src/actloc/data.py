@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .backbone import TUBELET
 from .cache import Cache, open_cache
 from .io import InputError, read_json
 
@@ -106,7 +107,7 @@ class KeptReads:
         key = (video.name, str(layers), temporal)
         if key not in self.kept:
             cache = video.cache
-            tokens = cache.attrs["snippet_frames"] // 2 if temporal else 0
+            tokens = cache.attrs["snippet_frames"] // TUBELET if temporal else 0
             size = 2 * cache.snippets * len(cache.layer_index(layers)) * cache.attrs["channels"] * (1 + tokens)
             if size > self.room:
                 return cache.read(start, stop, layers, temporal)

@@ -46,7 +46,7 @@ class ShortRange(nn.Module):
         self.up = nn.Linear(width, channels)
 
     def forward(self, x, tokens, mask):
-        b, length, count, _ = tokens.shape
+        length, count = tokens.shape[1:3]
         w, chunk = self.window, QUERY_CHUNK
         chunks = -(-length // chunk)
         pad = chunks * chunk - length
