@@ -58,8 +58,9 @@ def default_layers(depth, count=4):
 def sinusoid_table(positions, width):
     """The fixed position table of the official code: sin on even channels, cos on odd ones."""
     position = torch.arange(positions, dtype=torch.float64)[:, None]
-    exponent = 2 * (torch.arange(width) // 2) / width
-    angle = position / torch.pow(10000.0, exponent.double())
+    # float64 throughout, as the official code: an exponent rounded to float32 moves the table by 3e-5
+    exponent = 2 * (torch.arange(width, dtype=torch.float64) // 2) / width
+    angle = position / torch.pow(10000.0, exponent)
     angle[:, 0::2] = angle[:, 0::2].sin()
     angle[:, 1::2] = angle[:, 1::2].cos()
     return angle.float()[None]
