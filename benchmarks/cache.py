@@ -18,9 +18,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import best_time, report  # noqa: E402
+from actloc.backbones import videomae  # noqa: E402
+from actloc.stages import backbone  # noqa: E402
+from actloc.stages import cache  # noqa: E402
+from actloc.stages.decode import ffmpeg_exe, normalize  # noqa: E402
 
-from actloc import backbone, cache  # noqa: E402
-from actloc.decode import ffmpeg_exe, normalize  # noqa: E402
 
 # (preset, pixels, precision, batch, seconds of video)
 SETTINGS = [("tiny", 112, "fp32", 8, 120), ("small", 112, "fp32", 8, 30), ("small", 112, "bf16", 8, 30)]
@@ -48,7 +50,7 @@ def main():
             build = best_time(lambda: attrs.update(cache.build(video, store, settings, batch=batch)), repeats=2)
             snippets = attrs["snippets"]
 
-            model, _ = backbone.load(preset)
+            model, _ = videomae.load(preset)
             clips = torch.randint(0, 256, (batch, 16, pixels, pixels, 3), dtype=torch.uint8)
             autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 

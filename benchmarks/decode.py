@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import best_time, report  # noqa: E402
+from actloc.stages.decode import ffmpeg_exe, iter_frames, normalize  # noqa: E402
 
-from actloc.decode import ffmpeg_exe, iter_frames, normalize  # noqa: E402
 
 SETTINGS = [(30, 224), (10, 112)]
 

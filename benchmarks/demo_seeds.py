@@ -19,8 +19,12 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import report  # noqa: E402
 
-from actloc import cache, evaluate, infer, lofi, train  # noqa: E402
 from actloc.config import lofi_settings, method_settings  # noqa: E402
+from actloc.methods import lofi  # noqa: E402
+from actloc.stages import cache  # noqa: E402
+from actloc.stages import evaluate  # noqa: E402
+from actloc.stages import infer  # noqa: E402
+from actloc.stages import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import best_time, report  # noqa: E402
+from actloc.datasets import thumos14  # noqa: E402
+from actloc.stages import evaluate  # noqa: E402
 
-from actloc import annotations, evaluate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,10 +39,10 @@ def predictions(dataset, per_video=200, seed=0):
 
 
 def main():
-    dataset = annotations.load_thumos14(ROOT / "resources" / "thumos14", out_of_range="keep")
+    dataset = thumos14.load(ROOT / "resources" / "thumos14", out_of_range="keep")
     table = evaluate.prediction_table(predictions(dataset))
     rows = []
-    for preset, thresholds in evaluate.PRESETS.items():
+    for preset, thresholds in evaluate.THRESHOLDS.items():
         per_class = []
         seconds = best_time(lambda: per_class.append(evaluate.evaluate(dataset, table, "testing", thresholds)))
         rows.append({"preset": preset, "thresholds": len(thresholds), "predictions": len(table),

@@ -25,9 +25,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import report  # noqa: E402
+from actloc import settings  # noqa: E402
+from actloc.backbones import videomae  # noqa: E402
+from actloc.methods import detector  # noqa: E402
+from actloc.methods import lofi  # noqa: E402
+from actloc.settings import HeadConfig  # noqa: E402
 
-from actloc import backbone, lofi, model  # noqa: E402
-from actloc.head import HeadConfig  # noqa: E402
 
 PIXELS, PRESET = 224, "small"
 # glibc returns freed blocks of 64 KB and more to the system at once, so that the peak resident
@@ -58,13 +61,13 @@ class Frames:
 
 def case(mode, checkpointing, snippets, repeats):
     torch.set_num_threads(2)
-    cfg = lofi.LofiConfig(checkpointing=checkpointing)
-    every, side = (1, PIXELS) if mode == "full" else (lofi.MODES[mode][0], lofi.side_of(mode, PIXELS, 16))
+    cfg = settings.LofiConfig(checkpointing=checkpointing)
+    every, side = (1, PIXELS) if mode == "full" else (settings.MODES[mode][0], lofi.side_of(mode, PIXELS, 16))
     frames = Frames((snippets - 1) * cfg.stride + cfg.snippet_frames)
     chosen = torch.arange(0, snippets, every)
     clips = lofi.clips_of(frames, None, chosen, cfg, side)
-    vit = backbone.random_backbone(PRESET, 0)
-    net = lofi.EndToEnd(vit, model.Detector("head_only", vit.preset.width, 1, 20, HeadConfig()), None, checkpointing)
+    vit = videomae.random_backbone(PRESET, 0)
+    net = lofi.EndToEnd(vit, detector.Detector("head_only", vit.preset.width, 1, 20, HeadConfig()), None, checkpointing)
     optimizer = torch.optim.AdamW(p for p in net.parameters() if p.requires_grad)
     targets = [(torch.tensor([[1.0, len(chosen) / 2]]), torch.tensor([3]))]
 

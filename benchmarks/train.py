@@ -31,11 +31,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import report  # noqa: E402
+from actloc.backbones import videomae  # noqa: E402
+from actloc.engine import loop  # noqa: E402
+from actloc.methods import detector  # noqa: E402
+from actloc.settings import HeadConfig, LosaConfig  # noqa: E402
+from actloc.store import windows  # noqa: E402
+from actloc.store.stores import open_cache, write_store  # noqa: E402
 
-from actloc import backbone, data, model  # noqa: E402
-from actloc.cache import open_cache, write_store  # noqa: E402
-from actloc.head import HeadConfig  # noqa: E402
-from actloc.losa import LosaConfig  # noqa: E402
 
 SNIPPETS = (1024, 8192)
 LAYERS, CLASSES, LONG_WINDOW = (3, 6, 9, 12), 20, 256
@@ -69,24 +71,24 @@ def case_cache(snippets, folder, head, long_window):
                 rng.normal(size=(4, snippets, 8, 384)).astype(np.float32), backbone="small", preset="small",
                 identity="random:0", snippet_frames=16, stride=4, fps=30.0, pixels=112, precision="fp32")
     store = open_cache(path)
-    video = data.Video("video", store, snippets * 0.4, torch.zeros(0, 2), torch.zeros(0, dtype=torch.int64))
-    net = model.Detector("losa", 384, 4, CLASSES, HEADS[head], LosaConfig(long_window=long_window))
+    video = windows.CachedVideo("video", store, snippets * 0.4, torch.zeros(0, 2), torch.zeros(0, dtype=torch.int64))
+    net = detector.Detector("losa", 384, 4, CLASSES, HEADS[head], LosaConfig(long_window=long_window))
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
     before = rss_mb()
     times = []
     for _ in range(2):
         start = time.perf_counter()
-        batch = data.collate([video], [(0, snippets)], None, True, net.head.max_stride)
+        batch = windows.collate([video], [(0, snippets)], None, True, net.head.max_stride)
         losa_step(net, optimizer, batch)
         times.append(time.perf_counter() - start)
     start = time.perf_counter()
     store.read(layers=None, temporal=True)
     return {"seconds": min(times), "memory_mb": peak_mb() - before, "read_seconds": time.perf_counter() - start,
-            "trainable": model.trainable_parameters(net)}
+            "trainable": loop.trainable_parameters(net)}
 
 
 def vit_small():
-    return backbone.random_backbone("small", seed=0)
+    return videomae.random_backbone("small", seed=0)
 
 
 def case_online(pixels):
@@ -105,7 +107,7 @@ def case_online(pixels):
 
 def case_full(snippets, pixels):
     net = vit_small().train().requires_grad_(True)
-    head = model.Detector("head_only", 384, 1, CLASSES, HeadConfig())
+    head = detector.Detector("head_only", 384, 1, CLASSES, HeadConfig())
     optimizer = torch.optim.AdamW([*net.parameters(), *head.parameters()], lr=1e-5)
     clips = torch.randint(0, 256, (snippets, 16, pixels, pixels, 3), dtype=torch.uint8)
     before = rss_mb()

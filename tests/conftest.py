@@ -4,9 +4,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from actloc.datasets import demo
+from actloc.stages import demo_data
+from actloc.stages.decode import ffmpeg_exe
+from actloc.store import stores
 
-from actloc import demo_data
-from actloc.decode import ffmpeg_exe
 
 ROOT = Path(__file__).resolve().parents[1]
 THUMOS = ROOT / "resources" / "thumos14"
@@ -30,7 +32,7 @@ def demo_videos(tmp_path_factory):
     """The tiny demo set, rendered once: (folder, plans by name)."""
     folder = tmp_path_factory.mktemp("demo")
     demo_data.generate(folder, **TINY_DEMO)
-    return folder, {p.name: p for p in demo_data.plan(**TINY_DEMO)}
+    return folder, {p.name: p for p in demo.plan(**TINY_DEMO)}
 
 
 @pytest.fixture(scope="session")
@@ -46,11 +48,10 @@ def source_video(tmp_path_factory):
 
 def write_store(path, pooled, temporal=None, **attrs):
     """A cache store of the given (layers, T, C) [and (layers, T, t, C)] activations."""
-    from actloc import cache
 
     attrs = {"backbone": "synthetic", "preset": "none", "identity": "synthetic", "snippet_frames": 16, "stride": 4,
              "fps": 10.0, "pixels": None, "precision": "fp32", **attrs}
-    return cache.write_store(path, str(path), list(range(1, len(pooled) + 1)), pooled, temporal, **attrs)
+    return stores.write_store(path, str(path), list(range(1, len(pooled) + 1)), pooled, temporal, **attrs)
 
 
 @pytest.fixture(scope="session")

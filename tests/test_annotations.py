@@ -3,8 +3,11 @@ import logging
 
 import pytest
 
-from actloc import annotations
+from actloc import datasets
+from actloc.datasets import activitynet
+from actloc.datasets import thumos14
 from actloc.io import InputError
+from actloc.stages import annotations
 
 from conftest import THUMOS
 
@@ -17,7 +20,7 @@ THUMOS_CLASSES = [
 
 @pytest.fixture(scope="module")
 def thumos():
-    return annotations.load_thumos14(THUMOS, out_of_range="keep")
+    return thumos14.load(THUMOS, out_of_range="keep")
 
 
 def test_thumos_published_counts(thumos):
@@ -52,12 +55,12 @@ def test_thumos_metadata_durations_and_fps(thumos):
 
 def test_thumos_out_of_range_is_an_error_by_default():
     with pytest.raises(InputError, match=r"HighJump_val.txt:190: segment \[113.6, 117.3\] ends past"):
-        annotations.load_thumos14(THUMOS)
+        thumos14.load(THUMOS)
 
 
 def test_thumos_clip_drops_segments_after_the_end_with_warnings(caplog):
     with caplog.at_level(logging.WARNING):
-        clipped = annotations.load_thumos14(THUMOS, out_of_range="clip")
+        clipped = thumos14.load(THUMOS, out_of_range="clip")
     # All 30 out-of-range THUMOS segments start after their video's end (22 in video 270).
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 30 and all("dropped segment" in m for m in messages)
@@ -69,10 +72,10 @@ def test_thumos_clip_drops_segments_after_the_end_with_warnings(caplog):
 
 def test_clip_shortens_a_segment_that_starts_inside(caplog):
     with caplog.at_level(logging.WARNING):
-        assert annotations.checked_segment(8.0, 12.0, 10.0, "f.txt:3", "clip") == [8.0, 10.0]
+        assert datasets.checked_segment(8.0, 12.0, 10.0, "f.txt:3", "clip") == [8.0, 10.0]
     assert "f.txt:3: clipped segment [8, 12]" in caplog.records[0].getMessage()
-    assert annotations.checked_segment(8.0, 12.0, 10.0, "f.txt:3", "keep") == [8.0, 12.0]
-    assert annotations.checked_segment(8.0, 12.0, None, "f.txt:3", "error") == [8.0, 12.0]
+    assert datasets.checked_segment(8.0, 12.0, 10.0, "f.txt:3", "keep") == [8.0, 12.0]
+    assert datasets.checked_segment(8.0, 12.0, None, "f.txt:3", "error") == [8.0, 12.0]
 
 
 def write_thumos(root, lines, label="Jump", split="val"):
@@ -99,18 +102,18 @@ def write_thumos(root, lines, label="Jump", split="val"):
 def test_thumos_bad_lines_name_file_and_line(tmp_path, line, message):
     write_thumos(tmp_path, line)
     with pytest.raises(InputError, match=message):
-        annotations.load_thumos14(tmp_path)
+        thumos14.load(tmp_path)
 
 
 def test_thumos_double_space_and_blank_lines(tmp_path):
     write_thumos(tmp_path, "vid_a  1.0 2.0\n\nvid_a\t3.5   4.5\n")
-    loaded = annotations.load_thumos14(tmp_path)
+    loaded = thumos14.load(tmp_path)
     assert [a["segment"] for a in loaded["database"]["vid_a"]["annotations"]] == [[1.0, 2.0], [3.5, 4.5]]
 
 
 def test_thumos_missing_folder(tmp_path):
     with pytest.raises(InputError, match="annotations_val: expected the official"):
-        annotations.load_thumos14(tmp_path)
+        thumos14.load(tmp_path)
 
 
 ANET = {
@@ -131,13 +134,13 @@ def write_anet(tmp_path, data):
 
 
 def test_activitynet_subsets_labels_and_prefix(tmp_path):
-    loaded = annotations.load_activitynet(write_anet(tmp_path, ANET))
+    loaded = activitynet.load(write_anet(tmp_path, ANET))
     assert loaded["classes"] == ["Archery", "Surfing"]
     assert {v: item["subset"] for v, item in loaded["database"].items()} == {
         "abc": "training", "def": "validation", "ghi": "testing"}
     assert loaded["database"]["abc"]["file"] == "v_abc"
     assert loaded["database"]["ghi"]["annotations"] == []
-    assert annotations.load_activitynet(write_anet(tmp_path, ANET), video_prefix="")["database"]["abc"]["file"] == "abc"
+    assert activitynet.load(write_anet(tmp_path, ANET), video_prefix="")["database"]["abc"]["file"] == "abc"
 
 
 @pytest.mark.parametrize("change, message", [
@@ -151,7 +154,7 @@ def test_activitynet_bad_entries_name_file_and_video(tmp_path, change, message):
     data = json.loads(json.dumps(ANET))
     change(data["database"])
     with pytest.raises(InputError, match=message) as err:
-        annotations.load_activitynet(write_anet(tmp_path, data))
+        activitynet.load(write_anet(tmp_path, data))
     assert "anet.json" in str(err.value)
 
 
@@ -159,13 +162,13 @@ def test_activitynet_malformed_file(tmp_path):
     bad = tmp_path / "anet.json"
     bad.write_text("{not json")
     with pytest.raises(InputError, match="anet.json: not valid JSON"):
-        annotations.load_activitynet(bad)
+        activitynet.load(bad)
     with pytest.raises(InputError, match="expected a JSON object with a 'database'"):
-        annotations.load_activitynet(write_anet(tmp_path, [1, 2]))
+        activitynet.load(write_anet(tmp_path, [1, 2]))
 
 
 def test_save_writes_json_and_class_list(tmp_path):
-    loaded = annotations.load_activitynet(write_anet(tmp_path, ANET))
+    loaded = activitynet.load(write_anet(tmp_path, ANET))
     annotations.save(loaded, tmp_path / "out" / "annotations.json", tmp_path / "out" / "classes.txt")
     assert json.loads((tmp_path / "out" / "annotations.json").read_text()) == loaded
     assert (tmp_path / "out" / "classes.txt").read_text() == "Archery\nSurfing\n"
@@ -174,6 +177,6 @@ def test_save_writes_json_and_class_list(tmp_path):
 
 def test_unknown_type_and_policy():
     with pytest.raises(InputError, match="unknown dataset type 'kinetics'"):
-        annotations.load("kinetics")
+        datasets.load("kinetics")
     with pytest.raises(InputError, match="out_of_range must be one of"):
-        annotations.load("thumos14", THUMOS, out_of_range="drop")
+        datasets.load("thumos14", source=THUMOS, out_of_range="drop")

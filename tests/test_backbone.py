@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from actloc import backbone
+from actloc.backbones import presets
+from actloc.backbones import videomae
 from actloc.io import InputError
+from actloc.stages import backbone
 
 GIANT_PARAMETERS = 1_011_000_000  # VideoMAEv2 ViT-g without its classifier, about 1.01 B
 
@@ -44,8 +46,8 @@ def official_state(preset, final_norm="fc_norm", classes=400, seed=0):
 
 def reference_features(state, preset, clips, layer, final_norm="fc_norm"):
     """The official forward written out literally (NumPy-style loops over heads), pooled."""
-    x = (clips.permute(0, 4, 1, 2, 3).float() - torch.tensor(backbone.PIXEL_MEAN).view(1, 3, 1, 1, 1)) \
-        / torch.tensor(backbone.PIXEL_STD).view(1, 3, 1, 1, 1)
+    x = (clips.permute(0, 4, 1, 2, 3).float() - torch.tensor(presets.PIXEL_MEAN).view(1, 3, 1, 1, 1)) \
+        / torch.tensor(presets.PIXEL_STD).view(1, 3, 1, 1, 1)
     p = preset.patch
     x = torch.nn.functional.conv3d(x, state["patch_embed.proj.weight"], state["patch_embed.proj.bias"],
                                    stride=(2, p, p))
@@ -87,7 +89,7 @@ def features(model, clips, layers):
     return [(model.pool(x, layer), model.pool(x, layer, temporal=True)) for x, layer in zip(taps, layers)]
 
 
-TINY = backbone.PRESETS["tiny"]
+TINY = presets.PRESETS["tiny"]
 
 
 def random_clips(*shape):
@@ -105,29 +107,29 @@ def native_clips():
     return random_clips(2, 16, TINY.pixels, TINY.pixels, 3)
 
 
-@pytest.mark.parametrize("name", list(backbone.PRESETS))
+@pytest.mark.parametrize("name", list(presets.PRESETS))
 def test_every_preset_has_the_published_key_layout(name):
-    preset = backbone.PRESETS[name]
+    preset = presets.PRESETS[name]
     with torch.device("meta"):  # shapes only: the giant's 1 B parameters are never allocated
-        model = backbone.Backbone(preset)
+        model = videomae.Backbone(preset)
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == official_layout(preset)
 
 
 def test_giant_is_videomaev2_vit_g():
-    g = backbone.PRESETS["giant"]
+    g = presets.PRESETS["giant"]
     assert (g.width, g.depth, g.heads, g.mlp, g.patch) == (1408, 40, 16, 6144, 14)
     with torch.device("meta"):
-        model = backbone.Backbone(g)
+        model = videomae.Backbone(g)
     assert abs(sum(p.numel() for p in model.parameters()) - GIANT_PARAMETERS) < 2_000_000
-    assert backbone.default_layers(g.depth) == [10, 20, 30, 40]
+    assert presets.default_layers(g.depth) == [10, 20, 30, 40]
     # A full giant checkpoint, as meta tensors, passes the shape check; a missing key does not.
     state = {k: torch.empty(s, device="meta") for k, s in official_layout(g, classes=710).items()}
     shapes = {k: v.shape for k, v in model.state_dict().items()}
-    assert backbone.check_state("g.pth", shapes, {k: v for k, v in state.items() if not k.startswith("head")},
+    assert videomae.check_state("g.pth", shapes, {k: v for k, v in state.items() if not k.startswith("head")},
                                 "giant") == []
     del state["blocks.39.attn.v_bias"]
     with pytest.raises(InputError, match="1 weight.* missing, e.g. blocks.39.attn.v_bias"):
-        backbone.check_state("g.pth", shapes, state, "giant")
+        videomae.check_state("g.pth", shapes, state, "giant")
 
 
 @pytest.mark.parametrize("wrap", ["module", "model", "bare"])
@@ -139,7 +141,7 @@ def test_official_finetuned_checkpoint_loads_and_matches_the_reference(tmp_path,
         {"model": state, "epoch": 5, "args": argparse.Namespace(lr=1e-3)} if wrap == "model" else \
         {k: v.half() for k, v in state.items()}
     torch.save(saved, tmp_path / "ft.pth")
-    model, report = backbone.load("tiny", tmp_path / "ft.pth")
+    model, report = videomae.load("tiny", tmp_path / "ft.pth")
     assert report["final_norm"] == "fc_norm" and report["ignored"] == ["head.bias", "head.weight"]
     assert report["unexpected"] == [] and not any(p.requires_grad for p in model.parameters())
     assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in model.state_dict().values())
@@ -158,7 +160,7 @@ def test_pretraining_checkpoint_uses_encoder_weights_and_its_norm(tmp_path, nati
     state.update({"decoder.blocks.0.norm1.weight": torch.ones(8), "encoder_to_decoder.weight": torch.ones(8, 8),
                   "mask_token": torch.zeros(1, 1, 8)})
     torch.save({"model": state}, tmp_path / "pt.pth")
-    model, report = backbone.load("tiny", tmp_path / "pt.pth")
+    model, report = videomae.load("tiny", tmp_path / "pt.pth")
     assert report["final_norm"] == "norm"
     assert report["ignored"] == ["decoder.blocks.0.norm1.weight", "encoder_to_decoder.weight", "mask_token"]
     with torch.no_grad():
@@ -168,24 +170,24 @@ def test_pretraining_checkpoint_uses_encoder_weights_and_its_norm(tmp_path, nati
 
 
 def test_wrong_shapes_missing_and_unexpected_keys(tmp_path):
-    torch.save(official_state(backbone.PRESETS["small"]), tmp_path / "small.pth")
+    torch.save(official_state(presets.PRESETS["small"]), tmp_path / "small.pth")
     with pytest.raises(InputError, match=r"small.pth: does not fit preset 'tiny'.*"
                                          r"patch_embed.proj.weight: checkpoint \[384, 3, 2, 16, 16\], preset \[192"):
-        backbone.load("tiny", tmp_path / "small.pth")
+        videomae.load("tiny", tmp_path / "small.pth")
     state = official_state(TINY)
     del state["blocks.3.mlp.fc2.weight"]
     torch.save(state, tmp_path / "missing.pth")
     with pytest.raises(InputError, match="missing.pth: 1 weight.* missing, e.g. blocks.3.mlp.fc2.weight"):
-        backbone.load("tiny", tmp_path / "missing.pth")
+        videomae.load("tiny", tmp_path / "missing.pth")
     state = official_state(TINY)
     state["blocks.4.attn.q_bias"] = torch.zeros(TINY.width)
     torch.save(state, tmp_path / "extra.pth")
-    assert backbone.load("tiny", tmp_path / "extra.pth")[1]["unexpected"] == ["blocks.4.attn.q_bias"]
+    assert videomae.load("tiny", tmp_path / "extra.pth")[1]["unexpected"] == ["blocks.4.attn.q_bias"]
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="junk.pth: cannot be read as a PyTorch checkpoint"):
-        backbone.load("tiny", tmp_path / "junk.pth")
+        videomae.load("tiny", tmp_path / "junk.pth")
     with pytest.raises(InputError, match="absent.pth: checkpoint not found"):
-        backbone.load("tiny", tmp_path / "absent.pth")
+        videomae.load("tiny", tmp_path / "absent.pth")
 
 
 def test_layer_scale_and_learnt_positions_are_loaded(tmp_path):
@@ -195,7 +197,7 @@ def test_layer_scale_and_learnt_positions_are_loaded(tmp_path):
         state[f"blocks.{i}.gamma_2"] = torch.full((TINY.width,), 0.25)
     state["pos_embed"] = torch.zeros(1, 8 * 7 * 7, TINY.width)
     torch.save(state, tmp_path / "ls.pth")
-    model, report = backbone.load("tiny", tmp_path / "ls.pth")
+    model, report = videomae.load("tiny", tmp_path / "ls.pth")
     assert report["layer_scale"] and report["learnt_positions"]
     assert torch.equal(model.blocks[3].gamma_2, state["blocks.3.gamma_2"])
     assert torch.count_nonzero(model.pos_embed) == 0
@@ -210,11 +212,11 @@ def test_sinusoid_table_equals_the_official_float64_formula(width):
     angle[:, 0::2], angle[:, 1::2] = np.sin(angle[:, 0::2]), np.cos(angle[:, 1::2])
     official = torch.from_numpy(angle.astype(np.float32))[None]
     # An exponent rounded to float32 first is off by up to 3e-5 at these positions.
-    torch.testing.assert_close(backbone.sinusoid_table(positions, width), official, rtol=0, atol=1e-6)
+    torch.testing.assert_close(videomae.sinusoid_table(positions, width), official, rtol=0, atol=1e-6)
 
 
 def test_position_table_is_time_major_and_interpolated_for_other_sizes(clips):
-    model = backbone.Backbone(TINY)
+    model = videomae.Backbone(TINY)
     t, h, w = model.native_grid
     assert model.position_table((t, h, w)) is model.pos_embed
     # A table that depends on the time step only keeps its per-step rows at another pixel size.
@@ -230,7 +232,7 @@ def test_position_table_is_time_major_and_interpolated_for_other_sizes(clips):
 
 
 def test_forward_runs_only_the_blocks_it_needs(clips):
-    model = backbone.random_backbone("tiny", 0)
+    model = videomae.random_backbone("tiny", 0)
     called = []
     for i, block in enumerate(model.blocks):
         block.register_forward_hook(lambda *_, i=i: called.append(i))
@@ -245,7 +247,7 @@ def test_random_backbone_is_fixed_by_its_seed_and_leaves_global_rng_alone():
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
-    a, b, c = (backbone.random_backbone("tiny", s) for s in (0, 0, 1))
+    a, b, c = (videomae.random_backbone("tiny", s) for s in (0, 0, 1))
     assert torch.rand(1) == before
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert not torch.equal(a.blocks[0].attn.qkv.weight, c.blocks[0].attn.qkv.weight)

@@ -8,8 +8,14 @@ import pytest
 import torch
 import zarr
 
-from actloc import backbone, cache, decode
+from actloc.backbones import videomae
+from actloc.engine import device as engine_device
 from actloc.io import InputError
+from actloc.stages import backbone
+from actloc.stages import cache
+from actloc.stages import decode
+from actloc.store import stores
+from actloc.store.snippets import snippet_batches, snippet_count
 
 from conftest import run_ffmpeg
 
@@ -39,17 +45,17 @@ def store(video, settings, tmp_path_factory):
 
 @pytest.mark.parametrize("frames, expected", [(0, 0), (1, 1), (16, 1), (17, 2), (20, 2), (21, 3), (71, 15)])
 def test_snippet_count_reaches_the_last_frame(frames, expected):
-    assert cache.snippet_count(frames, 16, 4) == expected
+    assert snippet_count(frames, 16, 4) == expected
 
 
 @pytest.mark.parametrize("frames, length, stride, batch", [
     (71, 16, 4, 4), (16, 16, 4, 3), (5, 16, 4, 2), (40, 16, 16, 2), (33, 8, 3, 5), (100, 16, 4, 1)])
 def test_snippet_batches_cover_the_video_and_pad_the_last_snippet(frames, length, stride, batch):
     stream = (np.full((2, 2, 3), i, np.uint8) for i in range(frames))
-    batches = list(cache.snippet_batches(stream, length, stride, batch))
+    batches = list(snippet_batches(stream, length, stride, batch))
     assert all(1 <= len(b) <= batch for b in batches)
     snippets = np.concatenate(batches)[:, :, 0, 0, 0]  # each frame's index
-    count = cache.snippet_count(frames, length, stride)
+    count = snippet_count(frames, length, stride)
     expected = np.minimum(np.arange(count)[:, None] * stride + np.arange(length), frames - 1)
     np.testing.assert_array_equal(snippets, expected)
 
@@ -62,10 +68,10 @@ def test_snippet_batches_stream_holding_one_batch_of_frames():
             consumed.append(i)
             yield np.zeros((1, 1, 3), np.uint8)
 
-    first = next(cache.snippet_batches(frames(), 16, 4, 8))
+    first = next(snippet_batches(frames(), 16, 4, 8))
     assert first.shape == (8, 16, 1, 1, 3) and len(consumed) == 7 * 4 + 16
     with pytest.raises(ValueError, match="stride must be within 1..16"):
-        next(cache.snippet_batches(frames(), 16, 17, 8))
+        next(snippet_batches(frames(), 16, 17, 8))
 
 
 def test_prefetched_keeps_order_raises_errors_and_closes_its_source_early():
@@ -93,12 +99,12 @@ def test_store_equals_a_direct_forward_over_all_frames(video, settings, store):
     frames = np.stack(list(decode.iter_frames(video, size=PIXELS)))
     assert 68 < len(frames) <= 72  # 15 snippets
     index = np.minimum(np.arange(15)[:, None] * 4 + np.arange(16), len(frames) - 1)
-    model, _ = backbone.load("tiny")
+    model, _ = videomae.load("tiny")
     with torch.no_grad():
         taps = model(torch.from_numpy(frames[index]), [1, 4])
         pooled = torch.stack([model.pool(x, layer) for x, layer in zip(taps, [1, 4])])
         temporal = torch.stack([model.pool(x, layer, temporal=True) for x, layer in zip(taps, [1, 4])])
-    got = cache.open_cache(store).read(temporal=True)
+    got = stores.open_cache(store).read(temporal=True)
     assert got["pooled"].shape == (2, 15, 192) and got["temporal"].shape == (2, 15, 8, 192)
     torch.testing.assert_close(got["pooled"], pooled, atol=2e-3, rtol=2e-3)  # float16 storage
     torch.testing.assert_close(got["temporal"], temporal, atol=2e-3, rtol=2e-3)
@@ -106,40 +112,36 @@ def test_store_equals_a_direct_forward_over_all_frames(video, settings, store):
 
 def test_many_small_shards_and_a_wrong_frame_count_give_the_same_store(video, settings, store, tmp_path,
                                                                         monkeypatch):
-    monkeypatch.setattr(cache, "CHUNK", 2)
-    monkeypatch.setattr(cache, "SHARD", 4)  # 15 snippets: 4 shard writes, the last one partial
+    monkeypatch.setattr(stores, "CHUNK", 2)
+    monkeypatch.setattr(stores, "SHARD", 4)  # 15 snippets: 4 shard writes, the last one partial
     real_info = cache.decoded_info
     monkeypatch.setattr(cache, "decoded_info", lambda path: (real_info(path)[0], 20, real_info(path)[2]))  # arrays must grow
     cache.build(video, tmp_path / "small.zarr", settings, batch=3)
-    small = cache.open_cache(tmp_path / "small.zarr")
+    small = stores.open_cache(tmp_path / "small.zarr")
     assert small.group["pooled"].shards == (2, 4, 192) and small.snippets == 15
-    reference = cache.open_cache(store).read(temporal=True)
+    reference = stores.open_cache(store).read(temporal=True)
     for name, values in small.read(temporal=True).items():
         torch.testing.assert_close(values, reference[name], atol=1e-3, rtol=1e-3)
 
 
 def test_store_attributes_record_how_it_was_built(store, settings, video):
-    attrs = cache.open_cache(store).attrs
+    attrs = stores.open_cache(store).attrs
     assert attrs == {
-        "actloc_cache": cache.FORMAT, "backbone": "tiny-test", "preset": "tiny", "identity": "random:0",
+        "actloc_cache": stores.FORMAT, "backbone": "tiny-test", "preset": "tiny", "identity": "random:0",
         "layers": [1, 4], "snippet_frames": 16, "stride": 4, "fps": 10.0, "pixels": PIXELS, "snippets": 15,
         "channels": 192, "temporal": True, "precision": "fp32", "actloc_version": attrs["actloc_version"],
         "video": "clip", "decoded": {"source": json.loads(decode.info_path(video).read_text())["source"], "frames": 72},
     }
     group = zarr.open_group(store, mode="r")
-    assert group["pooled"].dtype == np.float16 and group["pooled"].chunks == (1, cache.CHUNK, 192)
+    assert group["pooled"].dtype == np.float16 and group["pooled"].chunks == (1, stores.CHUNK, 192)
 
 
 def test_reads_windows_and_layers(store):
-    c = cache.open_cache(store, expect={"stride": 4, "layers": [1, 4]})
+    c = stores.open_cache(store, expect={"stride": 4, "layers": [1, 4]})
     full = c.read()["pooled"]
     part = c.read(3, 9, layers=[4])["pooled"]
     assert torch.equal(part[0], full[1, 3:9])
     assert torch.equal(c.read(layers="last")["pooled"][0], full[1])
-    g = torch.Generator().manual_seed(0)
-    windows = {c.random_window(5, g) for _ in range(50)}
-    assert all(stop - start == 5 and 0 <= start and stop <= 15 for start, stop in windows) and len(windows) > 3
-    assert c.random_window(100, g) == (0, 15)
     with pytest.raises(InputError, match=r"holds layers \[1, 4\], not \[2\]"):
         c.read(layers=[2])
 
@@ -148,7 +150,7 @@ def test_build_batches_wider_than_the_video_and_without_temporal(video, settings
     plain = dict(settings, temporal=False)
     attrs = cache.build(video, tmp_path / "a.zarr", plain, stride=16, batch=64)
     assert attrs["snippets"] == 5 and not attrs["temporal"]
-    c = cache.open_cache(tmp_path / "a.zarr")
+    c = stores.open_cache(tmp_path / "a.zarr")
     with pytest.raises(InputError, match="has no temporal tokens"):
         c.read(temporal=True)
 
@@ -156,7 +158,7 @@ def test_build_batches_wider_than_the_video_and_without_temporal(video, settings
 def test_other_settings_name_the_attribute_and_the_fix(store):
     with pytest.raises(InputError, match=r"clip.zarr: built with other settings \(stride is 4, expected 8; "
                                          r"identity is 'random:0', expected 'sha256:ab'\); delete it"):
-        cache.open_cache(store, expect={"stride": 8, "identity": "sha256:ab", "fps": 10.0})
+        stores.open_cache(store, expect={"stride": 8, "identity": "sha256:ab", "fps": 10.0})
 
 
 def copy_store(store, dest):
@@ -175,27 +177,27 @@ def test_truncated_and_damaged_stores_are_never_read_as_complete(store, tmp_path
     broken = copy_store(store, tmp_path / "broken.zarr")
     shard_file(broken, "temporal").unlink()
     with pytest.raises(InputError, match="temporal has 0 of its 1 shard files"):
-        cache.open_cache(broken)
+        stores.open_cache(broken)
     damaged = copy_store(store, tmp_path / "damaged.zarr")
     shard = shard_file(damaged, "pooled")
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     with pytest.raises(InputError, match="pooled (cannot be read|has missing chunks)"):
-        cache.open_cache(damaged).read()
+        stores.open_cache(damaged).read()
     shutil.rmtree(damaged / "temporal")
     with pytest.raises(InputError, match="array 'temporal' missing"):
-        cache.open_cache(damaged)
+        stores.open_cache(damaged)
 
 
 def test_foreign_and_absent_stores(tmp_path):
     zarr.open_group(tmp_path / "other.zarr", mode="w").create_array("x", shape=(3,), dtype="f4")
     with pytest.raises(InputError, match="other.zarr: not an actloc cache"):
-        cache.open_cache(tmp_path / "other.zarr")
+        stores.open_cache(tmp_path / "other.zarr")
     group = zarr.open_group(tmp_path / "old.zarr", mode="w")
     group.attrs.update({"actloc_cache": 99})
     with pytest.raises(InputError, match="cache format 99, this actloc reads 1"):
-        cache.open_cache(tmp_path / "old.zarr")
+        stores.open_cache(tmp_path / "old.zarr")
     with pytest.raises(InputError, match="nothing.zarr: no cache store here"):
-        cache.open_cache(tmp_path / "nothing.zarr")
+        stores.open_cache(tmp_path / "nothing.zarr")
 
 
 def test_build_all_loads_the_backbone_once_and_keeps_complete_stores(video, settings, store, tmp_path,
@@ -209,13 +211,13 @@ def test_build_all_loads_the_backbone_once_and_keeps_complete_stores(video, sett
     outs = [tmp_path / "out" / f"{v.stem}.zarr" for v in videos]
     cache.build(videos[1], outs[1], settings, batch=4)
     loads = []
-    real_load = backbone.load
-    monkeypatch.setattr(backbone, "load", lambda *args: loads.append(args) or real_load(*args))
+    real_load = videomae.load
+    monkeypatch.setattr(videomae, "load", lambda *args: loads.append(args) or real_load(*args))
     attrs, written = cache.build_all(videos, outs, settings, batch=4)
     assert len(loads) == 1 and written == [outs[0], outs[2]]
-    reference = cache.open_cache(store).read(temporal=True)["temporal"]
+    reference = stores.open_cache(store).read(temporal=True)["temporal"]
     for out in outs:
-        torch.testing.assert_close(cache.open_cache(out).read(temporal=True)["temporal"], reference)
+        torch.testing.assert_close(stores.open_cache(out).read(temporal=True)["temporal"], reference)
     assert [a["video"] for a in attrs.values()] == ["a", "b", "c"]  # in the order given, "b" kept
     # All done: nothing is loaded or written. Another stride, or a video decoded again from another
     # source, makes those stores stale.
@@ -235,7 +237,7 @@ def test_a_bad_video_in_the_middle_of_a_chunk_keeps_the_stores_before_it(video, 
     outs = [tmp_path / "out" / "a.zarr", tmp_path / "out" / "b.zarr"]
     with pytest.raises(InputError, match="b.mp4"):
         cache.build_all([tmp_path / "a.mp4", tmp_path / "b.mp4"], outs, settings, batch=4)
-    cache.open_cache(outs[0])
+    stores.open_cache(outs[0])
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.zarr"]
 
 
@@ -255,7 +257,7 @@ def test_failed_build_leaves_no_store(video, settings, tmp_path, monkeypatch):
 
 
 def test_non_finite_activations_are_refused(video, settings, tmp_path, monkeypatch):
-    monkeypatch.setattr(backbone.Backbone, "pool", lambda self, x, layer, temporal=False: x.mean(2) * torch.inf
+    monkeypatch.setattr(videomae.Backbone, "pool", lambda self, x, layer, temporal=False: x.mean(2) * torch.inf
                         if temporal else x.mean((1, 2)) * torch.inf)
     with pytest.raises(InputError, match="clip.mp4: pooled activations are not finite"):
         cache.build(video, tmp_path / "clip.zarr", settings)
@@ -286,10 +288,10 @@ def dataset(tmp_path):
 
 
 def check_imported(out, features):
-    c = cache.open_cache(out / "cache" / "vid_a.zarr", expect={"layers": [-1], "preset": "imported"})
+    c = stores.open_cache(out / "cache" / "vid_a.zarr", expect={"layers": [-1], "preset": "imported"})
     assert c.attrs["snippets"] == 7 and c.attrs["channels"] == 5 and c.attrs["backbone"] == "feat"
     np.testing.assert_allclose(c.read(layers="last")["pooled"][0].numpy(), features["vid_a"], atol=2e-3)
-    b = cache.open_cache(out / "cache" / "vid_b.zarr").read()["pooled"]
+    b = stores.open_cache(out / "cache" / "vid_b.zarr").read()["pooled"]
     np.testing.assert_allclose(b[0].numpy(), features["v_vid_b"], atol=2e-3)
 
 
@@ -339,8 +341,8 @@ def test_import_skip_lists_missing_and_mismatches_are_errors(dataset, tmp_path):
 
 
 def test_resolve_device():
-    assert cache.resolve_device("cpu") == torch.device("cpu")
-    assert cache.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert engine_device.resolve_device("cpu") == torch.device("cpu")
+    assert engine_device.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="no CUDA device"):
-            cache.resolve_device("cuda")
+            engine_device.resolve_device("cuda")

@@ -5,8 +5,8 @@ import av
 import numpy as np
 import pytest
 
-from actloc import decode
 from actloc.io import InputError
+from actloc.stages import decode
 
 from conftest import run_ffmpeg
 

@@ -1,21 +1,22 @@
 import numpy as np
 import pytest
 
-from actloc import demo_data
-from actloc.demo_data import CLASSES, FPS, HEIGHT, SPRITE, WIDTH, Disc, VideoPlan
-from actloc.decode import iter_frames
+from actloc.datasets import demo
+from actloc.datasets.demo import CLASSES, FPS, HEIGHT, SPRITE, WIDTH, Disc, VideoPlan
 from actloc.io import InputError
+from actloc.stages import demo_data
+from actloc.stages.decode import iter_frames
 
 
 @pytest.fixture(scope="module")
 def default_plan():
-    return demo_data.plan()
+    return demo.plan()
 
 
 def test_plan_is_deterministic_and_stable_when_grown(default_plan):
-    assert demo_data.plan() == default_plan
-    assert demo_data.plan(seed=1) != default_plan
-    grown = demo_data.plan(n_train=200, n_test=32)
+    assert demo.plan() == default_plan
+    assert demo.plan(seed=1) != default_plan
+    grown = demo.plan(n_train=200, n_test=32)
     assert grown[:192] == default_plan[:192] and grown[200:] == default_plan[192:]
 
 
@@ -46,12 +47,12 @@ def test_plan_meets_the_spec(default_plan):
 
 
 def test_short_videos_still_plan(default_plan):
-    for video in demo_data.plan(n_train=20, n_test=20, min_seconds=6, max_seconds=6):
+    for video in demo.plan(n_train=20, n_test=20, min_seconds=6, max_seconds=6):
         assert video.actions and all(d.last <= video.frames for d in video.actions + video.distractors)
 
 
 def test_ground_truth_is_the_plan_in_seconds(default_plan):
-    truth = demo_data.ground_truth(default_plan)
+    truth = demo.ground_truth(default_plan)
     assert truth["classes"] == list(CLASSES)
     for video in default_plan:
         item = truth["database"][video.name]
@@ -93,7 +94,7 @@ def test_render_length_and_size(rendered):
 def test_discs_show_exactly_during_their_action(rendered):
     _, actions, frames = rendered
     for a in actions:
-        if a.kind in demo_data.CYCLIC:  # away from its (first) spot half of the time
+        if a.kind in demo.CYCLIC:  # away from its (first) spot half of the time
             continue
         for n in (a.first - 1, a.first, a.last - 1, a.last):
             assert (changed(frames, n, a) > 100) == (a.first <= n < a.last), (a.kind, n)
@@ -101,7 +102,7 @@ def test_discs_show_exactly_during_their_action(rendered):
 
 def test_each_class_changes_as_named(rendered):
     _, (blink, glow, jump, twins, grow), frames = rendered
-    period = demo_data.PERIOD
+    period = demo.PERIOD
 
     def first_half(disc):
         return [(i + disc.phase) % period < period // 2 for i in range(disc.last - disc.first)]
@@ -112,7 +113,7 @@ def test_each_class_changes_as_named(rendered):
         assert (changed(frames, slice(jump.first, jump.last), jump, spot) > 100).tolist() == expected
     centre = SPRITE // 2
     for disc, spots in ((glow, [0]), (twins, [0, 1])):
-        colour = np.array(demo_data.rgb(disc.color))
+        colour = np.array(demo.rgb(disc.color))
         for spot in spots:  # half transparent
             x, y = (disc.x0, disc.y0) if spot == 0 else (disc.x1, disc.y1)
             pixel, background = frames[disc.first + 5, y + centre, x + centre], frames[0, y + centre, x + centre]
@@ -126,7 +127,7 @@ def test_each_pair_looks_the_same_averaged_over_a_cycle(rendered):
     twins, while the frames themselves differ."""
     _, (blink, glow, jump, twins, _), frames = rendered
     for cyclic, still in ((blink, glow), (jump, twins)):
-        cycles = frames[cyclic.first + 4:cyclic.first + 4 + 2 * demo_data.PERIOD].mean(0)
+        cycles = frames[cyclic.first + 4:cyclic.first + 4 + 2 * demo.PERIOD].mean(0)
         assert np.abs(cycles - frames[still.first + 5]).mean() < 1.5
         assert np.abs(frames[cyclic.first + 4] - frames[still.first + 5]).mean() > 5
 
@@ -147,7 +148,7 @@ def test_generate_writes_videos_and_annotations(demo_videos):
 
 def test_a_named_video_is_the_same_whatever_the_dataset_size(default_plan):
     names = ["demo_train_095", "demo_test_003"]
-    assert demo_data.plan_named(names) == [default_plan[95], default_plan[195]]
+    assert demo.plan_named(names) == [default_plan[95], default_plan[195]]
 
 
 def test_generate_rejects_unknown_video(tmp_path):
@@ -155,9 +156,9 @@ def test_generate_rejects_unknown_video(tmp_path):
         with pytest.raises(InputError, match=f"no demo video named {name}:"):
             demo_data.generate(tmp_path, only=[name])
     with pytest.raises(InputError, match="demo needs n_train, n_test > 0"):
-        demo_data.plan(n_train=0)
+        demo.plan(n_train=0)
     with pytest.raises(InputError, match="6 <= min_seconds"):
-        demo_data.plan(min_seconds=3)
+        demo.plan(min_seconds=3)
 
 
 def test_generate_keeps_videos_rendered_from_the_same_plan(tmp_path):

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actloc import evaluate
-from actloc.evaluate import PRESETS, prediction_table, summarize
 from actloc.io import InputError
+from actloc.stages import evaluate
+from actloc.stages.evaluate import THRESHOLDS as PRESETS, prediction_table, summarize
 
 HAND = {"classes": ["Jump", "Run"], "database": {
     "vidA": {"subset": "testing", "annotations": [

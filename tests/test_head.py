@@ -2,8 +2,9 @@ import math
 
 import pytest
 import torch
+from actloc.methods.head import Head, banded_attention, diou_loss, sigmoid_focal_loss
+from actloc.settings import HeadConfig
 
-from actloc.head import Head, HeadConfig, banded_attention, diou_loss, sigmoid_focal_loss
 
 SMALL = HeadConfig(width=16, levels=3, window=5, heads=2, regression_ranges=((0, 4), (4, 8), (8, 10000)))
 

@@ -5,9 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from actloc import backbone, cache, decode, lofi, model
-from actloc.head import HeadConfig
+from actloc.backbones import videomae
 from actloc.io import InputError, write_json
+from actloc.methods import lofi
+from actloc.methods.detector import Detector
+from actloc.settings import MODES, HeadConfig, LofiConfig, TrainConfig, full_settings, head_config
+from actloc.stages import backbone
+from actloc.stages import cache
+from actloc.stages import decode
+from actloc.store.stores import open_cache
 
 PIXELS = 64  # four patches a side: S, ST and T each cut the tokens of a step
 SIDES = {"S": 32, "T": 64, "ST": 48}
@@ -53,14 +59,14 @@ def stage_a(decoded, tmp_path_factory):
 
 def test_each_fidelity_gives_its_snippets_and_side(decoded):
     index, annotations, _ = decoded
-    cfg = lofi.LofiConfig()
+    cfg = LofiConfig()
     (video, *_), _ = lofi.load_videos(index, annotations, "training", cfg)
     reader = lofi.FrameReader(PIXELS, memory_mb=100)
     full, _ = video.view(1, 0)
     full_clips = lofi.clips_of(reader, video, full, cfg, PIXELS)
     assert full_clips.shape == (video.length, 16, PIXELS, PIXELS, 3)
-    vit = backbone.random_backbone("tiny", 0)
-    for mode, (every, _) in lofi.MODES.items():
+    vit = videomae.random_backbone("tiny", 0)
+    for mode, (every, _) in MODES.items():
         side = lofi.side_of(mode, PIXELS, patch=16)
         assert side == SIDES[mode]
         snippets, _ = video.view(every, 0)
@@ -85,7 +91,7 @@ def test_each_fidelity_gives_its_snippets_and_side(decoded):
 
 def test_frames_read_by_seeking_equal_those_of_a_whole_read(decoded):
     index, annotations, _ = decoded
-    (video, *_), _ = lofi.load_videos(index, annotations, "training", lofi.LofiConfig())
+    (video, *_), _ = lofi.load_videos(index, annotations, "training", LofiConfig())
     whole, seeking = lofi.FrameReader(PIXELS, memory_mb=100), lofi.FrameReader(PIXELS, memory_mb=0)
     for first, stop in ((0, 16), (37, 53), (video.frames - 5, video.frames + 11)):
         expected = whole.read(video, first, stop)
@@ -96,22 +102,22 @@ def test_frames_read_by_seeking_equal_those_of_a_whole_read(decoded):
 
 
 def test_cyclic_schedules_visit_s_t_st_in_order(stage_a):
-    cfg = lofi.LofiConfig(fidelity="cyclic")
+    cfg = LofiConfig(fidelity="cyclic")
     assert [lofi.mode_at(cfg, epoch, step=0) for epoch in range(5)] == ["S", "T", "ST", "S", "T"]
-    short = lofi.LofiConfig(fidelity="short-cyclic", switch_every=2)
+    short = LofiConfig(fidelity="short-cyclic", switch_every=2)
     assert [lofi.mode_at(short, 0, step) for step in range(7)] == ["S", "S", "T", "T", "ST", "ST", "S"]
-    assert lofi.mode_at(lofi.LofiConfig(fidelity="ST"), 4, 9) == "ST"
+    assert lofi.mode_at(LofiConfig(fidelity="ST"), 4, 9) == "ST"
     # In training: the standardisation pass and epoch 1 at S, then T, then ST (2 videos, batch 2).
     _, summary, sides = stage_a
     assert sides == [32, 32, 32, 32, 64, 64, 48, 48]
     assert {mode: step["side"] for mode, step in summary["steps"].items()} == SIDES
 
 
-def small_net(top_k, checkpointing=True):
+def small_net(trainable_blocks, checkpointing=True):
     torch.manual_seed(0)
-    vit = backbone.random_backbone("tiny", 0)
-    detector = model.Detector("head_only", vit.preset.width, 1, 3, model.configs({"head": HEAD})[0])
-    return lofi.EndToEnd(vit, detector, top_k, checkpointing)
+    vit = videomae.random_backbone("tiny", 0)
+    detector = Detector("head_only", vit.preset.width, 1, 3, head_config(HEAD))
+    return lofi.EndToEnd(vit, detector, trainable_blocks, checkpointing)
 
 
 def step_gradients(net):
@@ -125,27 +131,27 @@ def step_gradients(net):
 
 
 def test_gradients_reach_exactly_the_trainable_blocks():
-    grads = step_gradients(small_net(top_k=2))
+    grads = step_gradients(small_net(trainable_blocks=2))
     for name, grad in grads.items():
         trainable = name.startswith(("backbone.blocks.2.", "backbone.blocks.3.", "backbone.fc_norm.", "detector."))
         if trainable:
             assert grad is not None and grad.abs().sum() > 0, name
         else:
             assert grad is None, name
-    whole = step_gradients(small_net(top_k=None))
+    whole = step_gradients(small_net(trainable_blocks=None))
     assert all(grad is not None for grad in whole.values())
     assert whole["backbone.patch_embed.proj.weight"].abs().sum() > 0
     # Checkpointing recomputes, it does not change the gradients.
-    plain = step_gradients(small_net(top_k=None, checkpointing=False))
+    plain = step_gradients(small_net(trainable_blocks=None, checkpointing=False))
     for name, grad in whole.items():
         assert torch.allclose(grad, plain[name], rtol=1e-4, atol=1e-6), name
-    with pytest.raises(InputError, match="top_k 5 exceeds the backbone's 4 blocks"):
-        small_net(top_k=5)
+    with pytest.raises(InputError, match="trainable_blocks 5 exceeds the backbone's 4 blocks"):
+        small_net(trainable_blocks=5)
 
 
 def test_memory_estimate_matches_what_autograd_keeps_and_shrinks_with_fidelity():
-    cfg, autocast = lofi.LofiConfig(checkpointing=False), torch.autocast("cpu", enabled=False)
-    net = small_net(top_k=None, checkpointing=False).train()
+    cfg, autocast = LofiConfig(checkpointing=False), torch.autocast("cpu", enabled=False)
+    net = small_net(trainable_blocks=None, checkpointing=False).train()
     per_clip = {side: lofi.snippet_bytes(net, side, cfg, autocast, "cpu") for side in (32, 64)}
     clips = torch.zeros(6, 16, 64, 64, 3)
     # The backbone's share, measured on one clip, is what autograd keeps per clip of six; the
@@ -153,26 +159,26 @@ def test_memory_estimate_matches_what_autograd_keeps_and_shrinks_with_fidelity()
     backbone_and_clip = lofi.saved_bytes(lambda: net.features(clips), net) / 6 + clips[0].numel() * 5
     assert 0 <= per_clip[64] - backbone_and_clip < 0.05 * per_clip[64]
     assert 3 < per_clip[64] / per_clip[32] < 4.5  # a quarter of the tokens
-    checkpointed = small_net(top_k=None, checkpointing=True)
-    assert lofi.snippet_bytes(checkpointed, 64, lofi.LofiConfig(), autocast, "cpu") < per_clip[64] / 2
+    checkpointed = small_net(trainable_blocks=None, checkpointing=True)
+    assert lofi.snippet_bytes(checkpointed, 64, LofiConfig(), autocast, "cpu") < per_clip[64] / 2
 
 
 def test_a_step_over_the_budget_or_at_full_fidelity_is_refused_before_training(decoded, tmp_path):
-    net = small_net(top_k=None)
+    net = small_net(trainable_blocks=None)
     autocast = torch.autocast("cpu", enabled=False)
-    train_cfg = lofi.train.TrainConfig(batch=2)
-    plan = lofi.plan_steps(net, ["S", "T"], PIXELS, lofi.LofiConfig(budget_mb=2000), train_cfg, autocast, "cpu")
+    train_cfg = TrainConfig(batch=2)
+    plan = lofi.plan_steps(net, ["S", "T"], PIXELS, LofiConfig(budget_mb=2000), train_cfg, autocast, "cpu")
     assert plan["S"][1] > plan["T"][1] >= net.detector.head.max_stride  # smaller snippets: more a step
     # One byte short of the shortest T step: S fits, T is refused.
     shortest = lofi.fixed_bytes(net) + plan["T"][2] * train_cfg.batch * net.detector.head.max_stride
     with pytest.raises(InputError, match=r"a step at fidelity T \(64 px, every 4 snippet\(s\)\) needs \d+ MB.*"
                                          r"the budget is [\d.]+ MB\. Raise lofi.budget_mb"):
-        lofi.plan_steps(net, ["S", "T"], PIXELS, lofi.LofiConfig(budget_mb=(shortest - 1) / 2**20), train_cfg,
+        lofi.plan_steps(net, ["S", "T"], PIXELS, LofiConfig(budget_mb=(shortest - 1) / 2**20), train_cfg,
                         autocast, "cpu")
     # At one patch a side, S cannot halve the frames: it would be full fidelity.
     with pytest.raises(InputError, match="fidelity S would be full fidelity here: frames of 16 px are 1 patch"):
-        lofi.plan_steps(net, ["S", "T"], 16, lofi.LofiConfig(), train_cfg, autocast, "cpu")
-    assert list(lofi.plan_steps(net, ["T", "ST"], 16, lofi.LofiConfig(), train_cfg, autocast, "cpu")) == ["T", "ST"]
+        lofi.plan_steps(net, ["S", "T"], 16, LofiConfig(), train_cfg, autocast, "cpu")
+    assert list(lofi.plan_steps(net, ["T", "ST"], 16, LofiConfig(), train_cfg, autocast, "cpu")) == ["T", "ST"]
     index, annotations, base = decoded
     with pytest.raises(InputError, match="the budget is 1 MB"):
         lofi.train_stage_a(index, annotations, "training", settings(budget_mb=1), base, "tuned",
@@ -184,36 +190,36 @@ def test_a_step_over_the_budget_or_at_full_fidelity_is_refused_before_training(d
 def test_stage_b_caches_the_tuned_backbone_under_its_own_hash(stage_a, decoded, tmp_path):
     out, summary, _ = stage_a
     index, _, base = decoded
-    tuned = backbone.read_settings(out / "backbone.json")
+    tuned = backbone.read_description(out / "backbone.json")
     assert tuned["identity"] == summary["identity"] == f"sha256:{backbone.sha256(out / 'backbone.pth')}"
     assert summary["base"] == "random:0" != tuned["identity"]
     assert tuned["name"] == "tuned" and tuned["layers"] == [2, 4] and tuned["pixels"] == PIXELS
     # The checkpoint is in the official layout: it loads as any VideoMAE file does.
-    state, ignored = backbone.read_checkpoint(out / "backbone.pth")
+    state, ignored = videomae.read_checkpoint(out / "backbone.pth")
     assert not ignored and "blocks.3.mlp.fc2.weight" in state and "fc_norm.weight" in state
     video = index.parent / "videos" / f"{sorted(json.loads(index.read_text()))[0]}.mp4"
-    stores = {name: cache.build(video, tmp_path / f"{name}.zarr", backbone.read_settings(path), batch=4,
+    stores = {name: cache.build(video, tmp_path / f"{name}.zarr", backbone.read_description(path), batch=4,
                                 device="cpu")
               for name, path in (("random", base), ("tuned", out / "backbone.json"))}
     assert stores["tuned"]["identity"] == tuned["identity"] and stores["random"]["identity"] == "random:0"
     assert stores["tuned"]["pixels"] == PIXELS  # full fidelity
-    pooled = {name: cache.open_cache(tmp_path / f"{name}.zarr").read()["pooled"] for name in stores}
+    pooled = {name: open_cache(tmp_path / f"{name}.zarr").read()["pooled"] for name in stores}
     assert pooled["tuned"].shape == pooled["random"].shape
     assert not torch.allclose(pooled["tuned"], pooled["random"], atol=1e-3)
-    assert summary["trainable_parameters"] > backbone.load("tiny")[1]["parameters"]  # backbone and head
+    assert summary["trainable_parameters"] > videomae.load("tiny")[1]["parameters"]  # backbone and head
     # The same weights, saved again, have the same identity.
-    lofi.save_backbone(tmp_path / "again.pth", backbone.load("tiny", out / "backbone.pth")[0], {"base": "random:0"})
-    lofi.save_backbone(tmp_path / "twice.pth", backbone.load("tiny", out / "backbone.pth")[0], {"base": "random:0"})
+    lofi.save_backbone(tmp_path / "again.pth", videomae.load("tiny", out / "backbone.pth")[0], {"base": "random:0"})
+    lofi.save_backbone(tmp_path / "twice.pth", videomae.load("tiny", out / "backbone.pth")[0], {"base": "random:0"})
     assert backbone.sha256(tmp_path / "again.pth") == backbone.sha256(tmp_path / "twice.pth")
     assert not (out / "backbone.pth").with_name("stage_a_checkpoint.pt").exists()
 
 
 def test_bad_lofi_settings_are_clear_errors():
     with pytest.raises(InputError, match="fidelity must be one of S, T, ST, cyclic, short-cyclic"):
-        lofi.full_settings({"lofi": {"fidelity": "X"}})
+        full_settings({"method": "lofi", "lofi": {"fidelity": "X"}})
     with pytest.raises(InputError, match="unexpected keyword argument 'budget'"):
-        lofi.full_settings({"lofi": {"budget": 3}})
-    full = lofi.full_settings({"head": HEAD, "lofi": {"top_k": 2}})
-    assert full["lofi"]["fidelity"] == "cyclic" and full["lofi"]["top_k"] == 2
+        full_settings({"method": "lofi", "lofi": {"budget": 3}})
+    full = full_settings({"method": "lofi", "head": HEAD, "lofi": {"trainable_blocks": 2}})
+    assert full["lofi"]["fidelity"] == "cyclic" and full["lofi"]["trainable_blocks"] == 2
     assert full["head"]["width"] == 16 and full["head"]["sigma"] == HeadConfig().sigma
-    assert full["train"]["epochs"] == lofi.train.TrainConfig().epochs
+    assert full["train"]["epochs"] == TrainConfig().epochs

@@ -1,10 +1,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from actloc.methods.detector import Detector
+from actloc.methods.losa import LongRange, ShortRange
+from actloc.settings import HeadConfig, LosaConfig
 
-from actloc.head import HeadConfig
-from actloc.losa import LongRange, LosaConfig, ShortRange
-from actloc.model import Detector
 
 HEAD = HeadConfig(width=16, levels=3, window=5, heads=2, regression_ranges=((0, 4), (4, 8), (8, 10000)))
 C, L, T, STEPS = 32, 3, 16, 4

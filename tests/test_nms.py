@@ -2,8 +2,8 @@ import math
 
 import numpy as np
 import pytest
+from actloc.methods.nms import per_class, suppress
 
-from actloc.nms import per_class, suppress
 
 
 def test_gaussian_soft_nms_decays_overlaps_by_hand():

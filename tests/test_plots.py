@@ -3,8 +3,8 @@ import json
 import pandas as pd
 import pytest
 
-from actloc import plots
 from actloc.io import InputError
+from actloc.stages import plots
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from actloc import report
 from actloc.io import InputError, write_json, write_text
+from actloc.stages import report
 
 
 def method_outputs(folder, name, maps, parameters):

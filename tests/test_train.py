@@ -4,8 +4,15 @@ import pandas as pd
 import pytest
 import torch
 
-from actloc import data, evaluate, infer, model, train
+from actloc.engine import loop
 from actloc.io import InputError, read_json
+from actloc.methods import detector
+from actloc.settings import HeadConfig, LosaConfig, full_settings
+from actloc.stages import evaluate
+from actloc.stages import infer
+from actloc.stages import train
+from actloc.store import snippets
+from actloc.store import windows
 
 SMALL_HEAD = {"width": 32, "levels": 3, "window": 5, "heads": 2, "regression_ranges": [[0, 4], [4, 8], [8, 10000]]}
 
@@ -24,16 +31,16 @@ def run_training(tmp_path, dataset, method="head_only", checkpoint=None, **train
 
 
 def test_schedule_warms_up_linearly_then_decays_as_a_cosine():
-    assert [train.lr_factor(s, 4, 12) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
-    assert train.lr_factor(8, 4, 12) == pytest.approx(0.5)
-    assert train.lr_factor(12, 4, 12) == pytest.approx(0.0)
+    assert [loop.lr_factor(s, 4, 12) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert loop.lr_factor(8, 4, 12) == pytest.approx(0.5)
+    assert loop.lr_factor(12, 4, 12) == pytest.approx(0.0)
 
 
 def test_weight_decay_falls_on_weight_matrices_and_kernels_only():
-    net = model.Detector("losa", 16, 2, 3, model.HeadConfig(width=16, levels=2, regression_ranges=((0, 4), (4, 99))),
-                         model.LosaConfig(reduction=2, heads=2))
+    net = detector.Detector("losa", 16, 2, 3, HeadConfig(width=16, levels=2, regression_ranges=((0, 4), (4, 99))),
+                         LosaConfig(reduction=2, heads=2))
     net.features.norm.requires_grad_(False)  # frozen parameters are in no group
-    decayed, plain = ({id(p) for p in group["params"]} for group in train.parameter_groups(net, 0.05, 1e-3))
+    decayed, plain = ({id(p) for p in group["params"]} for group in loop.parameter_groups(net, 0.05, 1e-3))
     names = {id(p): name for name, p in net.named_parameters() if p.requires_grad}
     assert not decayed & plain and decayed | plain == set(names)  # each trainable parameter in one group
     assert {names[i] for i in plain} >= {"features.alpha", "features.beta", "head.reg_scales", "head.embed.0.bias"}
@@ -44,7 +51,7 @@ def test_weight_decay_falls_on_weight_matrices_and_kernels_only():
 def test_ema_ramps_its_decay_up():
     net = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.zeros_(net.weight)
-    ema = train.EMA(net, 0.999)
+    ema = loop.EMA(net, 0.999)
     torch.nn.init.ones_(net.weight)
     ema.update(net)  # decay min(0.999, 2 / 11)
     assert ema.model.weight.item() == pytest.approx(9 / 11)
@@ -54,16 +61,16 @@ def test_ema_ramps_its_decay_up():
 
 
 def test_training_windows_keep_half_an_action_and_collate_pads_and_shifts(synthetic_dataset):
-    videos, classes = data.load(*synthetic_dataset, "training")
+    videos, classes = windows.load(*synthetic_dataset, "training")
     assert classes == ["a", "b", "c"] and len(videos) == 6
     video = videos[0]
     generator = torch.Generator().manual_seed(0)
     for _ in range(20):
-        start, stop = data.training_window(video.length, video.segments, 16, generator)
+        start, stop = windows.training_window(video.length, video.segments, 16, generator)
         inside = (video.segments[:, 1].clamp(max=stop) - video.segments[:, 0].clamp(min=start)).clamp(min=0)
         assert stop - start == 16 and (inside / (video.segments[:, 1] - video.segments[:, 0]) >= 0.5).any()
-    assert data.training_window(video.length, video.segments, 1000, generator) == (0, video.length)
-    batch = data.collate([videos[0], videos[1]], [(3, 13), (0, 20)], None, True, 8)
+    assert windows.training_window(video.length, video.segments, 1000, generator) == (0, video.length)
+    batch = windows.collate([videos[0], videos[1]], [(3, 13), (0, 20)], None, True, 8)
     assert batch["pooled"].shape == (2, 2, 24, 8) and batch["temporal"].shape == (2, 2, 24, 4, 8)
     assert batch["mask"].sum(1).tolist() == [10, 20] and batch["pooled"][0, :, 10:].abs().sum() == 0
     segments, _ = batch["targets"][0]
@@ -73,9 +80,9 @@ def test_training_windows_keep_half_an_action_and_collate_pads_and_shifts(synthe
 
 def test_ground_truth_seconds_map_to_snippet_centres_and_back():
     attrs = {"fps": 30.0, "snippet_frames": 16, "stride": 4}
-    assert data.seconds_to_steps(8 / 30, attrs) == 0  # snippet 0 is centred at frame 8
-    assert data.steps_to_seconds(10, attrs) == pytest.approx(48 / 30)
-    assert data.seconds_to_steps(data.steps_to_seconds(7.5, attrs), attrs) == pytest.approx(7.5)
+    assert snippets.seconds_to_steps(8 / 30, attrs) == 0  # snippet 0 is centred at frame 8
+    assert snippets.steps_to_seconds(10, attrs) == pytest.approx(48 / 30)
+    assert snippets.seconds_to_steps(snippets.steps_to_seconds(7.5, attrs), attrs) == pytest.approx(7.5)
 
 
 @pytest.mark.parametrize("method", ["head_only", "losa"])
@@ -88,7 +95,7 @@ def test_a_small_model_overfits_a_few_videos(tmp_path, synthetic_dataset, method
     assert table["mAP"].iloc[-1] > 0.95
     log = pd.read_csv(out / "train_log.csv")
     assert list(log["epoch"]) == list(range(1, 43)) and log["loss"].iloc[-1] < log["loss"].iloc[0] / 3
-    assert summary["trainable_parameters"] == sum(p.numel() for p in model.load(out / "model.pt")[0].parameters())
+    assert summary["trainable_parameters"] == sum(p.numel() for p in detector.load(out / "model.pt")[0].parameters())
     assert read_json(out / "train.json") == summary
     detections = read_json(out / "detections.json")["results"]
     assert set(detections) == {f"video_{i}" for i in range(6)}
@@ -104,7 +111,7 @@ def test_reruns_are_identical_and_an_interrupted_training_resumes_to_the_same_we
         assert torch.equal(value, weights[key]), key
 
     checkpoint = tmp_path / "checkpoint.pt"
-    collate, calls = data.collate, []
+    collate, calls = windows.collate, []
 
     def dies_in_epoch_four(*args):
         calls.append(1)
@@ -112,11 +119,11 @@ def test_reruns_are_identical_and_an_interrupted_training_resumes_to_the_same_we
             raise KeyboardInterrupt
         return collate(*args)
 
-    monkeypatch.setattr(data, "collate", dies_in_epoch_four)
+    monkeypatch.setattr(windows, "collate", dies_in_epoch_four)
     with pytest.raises(KeyboardInterrupt):
         run_training(tmp_path / "3", synthetic_dataset, checkpoint=checkpoint, epochs=4)
     assert checkpoint.is_file() and not (tmp_path / "3" / "head_only" / "model.pt").exists()
-    monkeypatch.setattr(data, "collate", collate)
+    monkeypatch.setattr(windows, "collate", collate)
     resumed, _ = run_training(tmp_path / "3", synthetic_dataset, checkpoint=checkpoint, epochs=4)
     for key, value in torch.load(resumed / "model.pt", weights_only=True)["state"].items():
         assert torch.equal(value, weights[key]), key
@@ -131,21 +138,21 @@ def test_reruns_are_identical_and_an_interrupted_training_resumes_to_the_same_we
 def test_bad_settings_and_inputs_are_clear_errors(tmp_path, synthetic_dataset):
     index, annotations = synthetic_dataset
     with pytest.raises(InputError, match="unexpected keyword argument 'epoch'"):
-        train.full_settings({"method": "losa", "train": {"epoch": 3}})
-    with pytest.raises(InputError, match="method must be one of"):
-        train.full_settings({"method": "bogus"})
+        full_settings({"method": "losa", "train": {"epoch": 3}})
+    with pytest.raises(InputError, match="unknown method 'bogus'"):
+        full_settings({"method": "bogus"})
     with pytest.raises(InputError, match="levels need as many regression ranges"):
-        train.full_settings({"method": "losa", "head": {"levels": 2}})
+        full_settings({"method": "losa", "head": {"levels": 2}})
     with pytest.raises(InputError, match="no testing video"):
-        data.load(index, annotations, "testing")
+        windows.load(index, annotations, "testing")
     (tmp_path / "model.pt").write_text("junk")
     with pytest.raises(InputError, match="not a model written by actloc train"):
-        model.load(tmp_path / "model.pt")
+        detector.load(tmp_path / "model.pt")
 
 
 def test_standardisation_statistics_are_streamed_over_every_array():
-    net = model.Detector("losa", 4, 2, 3, model.HeadConfig(width=8, levels=1, regression_ranges=((0, 1e4),)),
-                         model.LosaConfig(reduction=1, heads=2))
+    net = detector.Detector("losa", 4, 2, 3, HeadConfig(width=8, levels=1, regression_ranges=((0, 1e4),)),
+                         LosaConfig(reduction=1, heads=2))
     g = torch.Generator().manual_seed(0)
     reads = [{"pooled": torch.randn(2, n, 4, generator=g) * 3 + 1, "temporal": torch.randn(2, n, 5, 4, generator=g)}
              for n in (7, 11)]
@@ -160,19 +167,19 @@ def test_standardisation_statistics_are_streamed_over_every_array():
 
 def test_kept_reads_equal_the_stores_and_read_each_once_while_they_fit(synthetic_dataset, monkeypatch):
     index, annotations = synthetic_dataset
-    videos, _ = data.load(index, annotations, "training")
+    videos, _ = windows.load(index, annotations, "training")
     calls = []
     for video in videos:
         real = video.cache.read
         monkeypatch.setattr(video.cache, "read", lambda *a, real=real, **k: calls.append(a) or real(*a, **k))
-    kept = data.KeptReads(memory_mb=1)
+    kept = windows.KeptReads(memory_mb=1)
     for _ in range(2):
         for video in videos:
             got = kept.read(video, 3, 11, None, True)
             want = video.cache.__class__.read(video.cache, 3, 11, None, True)
             assert all(torch.equal(got[k], want[k]) for k in want) and got["pooled"].dtype == torch.float32
     assert len(calls) == len(videos)  # each video read from its store once, whole
-    none_kept = data.KeptReads(memory_mb=0)
+    none_kept = windows.KeptReads(memory_mb=0)
     calls.clear()
     none_kept.read(videos[0], 0, 5, None, True)
     assert calls == [(0, 5, None, True)]  # too big to keep: the window alone, from the store

@@ -17,7 +17,9 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from actloc import cache, chunks, provenance
+from actloc import chunks, provenance
+from actloc.store.snippets import snippet_count
+from actloc.store.stores import open_cache
 from conftest import ROOT, THUMOS, activitynet_form_dataset, env_with_actloc, run_ffmpeg
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -128,9 +130,9 @@ def test_demo_dag_runs_to_the_table_and_reruns_nothing(tiny_run, tmp_path):
         assert info["frames"] == round(truth["database"][video]["duration"] * 10)
         assert (info["width"], info["height"]) == (64, 64)  # the source size
         assert (results / "videos" / f"{video}.mp4").is_file()
-        store = cache.open_cache(results / "cache" / "tiny" / f"{video}.zarr",
+        store = open_cache(results / "cache" / "tiny" / f"{video}.zarr",
                                  expect={"stride": 4, "fps": 10.0, "pixels": 32, "layers": [2, 4]})
-        assert stores[video]["snippets"] == store.snippets == cache.snippet_count(info["frames"], 16, 4)
+        assert stores[video]["snippets"] == store.snippets == snippet_count(info["frames"], 16, 4)
     # A job per chunk of videos: its log, benchmark and manifest name its videos.
     for chunk, videos in chunks.split(index, 2).items():
         assert (results / "benchmarks" / "decode" / f"{chunk}.tsv").is_file()
@@ -152,7 +154,7 @@ def test_demo_dag_runs_to_the_table_and_reruns_nothing(tiny_run, tmp_path):
     assert tuned["identity"].startswith("sha256:") and tuned["pixels"] == 32
     assert len(pd.read_csv(results / "lofi" / "stage_a_log.csv")) == 2
     for video in index:
-        cache.open_cache(results / "cache" / "lofi" / f"{video}.zarr",
+        open_cache(results / "cache" / "lofi" / f"{video}.zarr",
                          expect={"backbone": "lofi", "identity": tuned["identity"], "pixels": 32})
     for method in ("head_only", "losa", "lofi"):
         assert len(pd.read_csv(results / method / "train_log.csv")) == 3
@@ -251,7 +253,7 @@ def test_imported_features_become_the_cache_without_videos(tmp_path):
     assert pd.read_csv(tmp_path / "results/anet/map.csv")["method"].tolist() == ["head_only"]
     stores = json.loads((tmp_path / "results/anet/cache/pub.json").read_text())["stores"]
     assert {v: s["snippets"] for v, s in stores.items()} == {"a": 8, "b": 8}
-    store = cache.open_cache(tmp_path / stores["a"]["path"],
+    store = open_cache(tmp_path / stores["a"]["path"],
                              expect={"layers": [-1], "backbone": "pub", "identity": "imported:feats.h5"})
     assert store.read()["pooled"].sum() == 48
 
@@ -443,7 +445,7 @@ def test_killed_while_caching_no_store_is_taken_for_complete_and_a_rerun_complet
     run_and_kill(tmp_path, "all", when=lambda: any(stores.glob(".*.tmp*.zarr")))
     assert any(stores.glob(".*.tmp*.zarr"))  # a store was being written
     for store in stores.glob("[!.]*.zarr"):  # and any under its final name is whole
-        cache.open_cache(store)
+        open_cache(store)
     assert not (tmp_path / "results" / "demo" / "map.csv").exists()
     rerun(tmp_path)
     assert not list(stores.glob(".*"))  # the killed writer's temporary is gone

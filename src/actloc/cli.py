@@ -12,14 +12,14 @@ import socket
 import sys
 from pathlib import Path
 
-from . import annotations, provenance
+from . import datasets, provenance
 from .io import InputError, read_json, write_json
 
 log = logging.getLogger("actloc")
 
 
 def add_demo_options(parser):
-    group = parser.add_argument_group("demo dataset (defaults as in demo_data.plan)")
+    group = parser.add_argument_group("demo dataset (defaults as in actloc.datasets.demo.plan)")
     group.add_argument("--seed", type=int)
     group.add_argument("--n-train", type=int)
     group.add_argument("--n-test", type=int)
@@ -34,14 +34,14 @@ def add_snippet_options(parser):
 
 def add_video_list_options(parser):
     parser.add_argument("--annotations", required=True, help="annotations.json: the dataset's videos")
-    parser.add_argument("--subsets", nargs="+", choices=annotations.SUBSETS, help="only these (default: all)")
+    parser.add_argument("--subsets", nargs="+", choices=datasets.SUBSETS, help="only these (default: all)")
 
 
 def add_model_input_options(parser):
     parser.add_argument("--index", required=True, help="the cache index (results/{ds}/cache/{backbone}.json); "
                                                         "train lofi: the decoded videos' (results/{ds}/videos.json)")
     parser.add_argument("--annotations", required=True, help="annotations.json of the dataset")
-    parser.add_argument("--subset", required=True, choices=annotations.SUBSETS)
+    parser.add_argument("--subset", required=True, choices=datasets.SUBSETS)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--threads", type=int, help="CPU threads for PyTorch")
 
@@ -65,8 +65,10 @@ def demo_settings(args):
 
 
 def cmd_annotations(args):
-    dataset = annotations.load(args.type, args.source, args.metadata, args.out_of_range, args.video_prefix,
-                               **demo_settings(args))
+    from .stages import annotations
+
+    dataset = datasets.load(args.type, source=args.source, metadata=args.metadata, out_of_range=args.out_of_range,
+                            video_prefix=args.video_prefix, **demo_settings(args))
     annotations.save(dataset, args.out, args.classes)
     for subset, counts in annotations.summary(dataset).items():
         log.info("%s: %d videos, %d instances, %d ambiguous", subset, *counts.values())
@@ -81,7 +83,7 @@ def write_manifest(path, entries):
 
 
 def cmd_demo_data(args):
-    from . import demo_data
+    from .stages import demo_data
 
     paths, written = demo_data.generate(args.out_dir, only=args.video, jobs=args.jobs, **demo_settings(args))
     log.info("%s: %d demo videos, %d rendered now", args.out_dir, len(paths), len(written) // 2)
@@ -89,7 +91,7 @@ def cmd_demo_data(args):
 
 
 def cmd_decode(args):
-    from . import decode
+    from .stages import decode
 
     names = args.names or [Path(source).stem for source in args.sources]
     infos, written = decode.normalize_all(names, args.sources, args.out_dir, args.fps, args.short_side,
@@ -101,7 +103,7 @@ def cmd_decode(args):
 
 
 def cmd_decode_index(args):
-    from . import decode
+    from .stages import decode
 
     index = decode.write_index(args.annotations, args.folder, args.out, args.subsets)
     log.info("%s: %d decoded videos", args.out, len(index))
@@ -109,7 +111,7 @@ def cmd_decode_index(args):
 
 
 def cmd_backbone(args):
-    from . import backbone
+    from .stages import backbone
 
     settings = backbone.describe(args.name, args.preset, args.checkpoint, args.seed, args.pixels, args.layers,
                                  args.temporal, args.precision)
@@ -120,11 +122,11 @@ def cmd_backbone(args):
 
 
 def cmd_cache(args):
-    from . import backbone, cache
+    from .stages import backbone, cache
 
     videos = [Path(video) for video in args.videos]
     outs = {video: Path(args.out_dir) / f"{video.stem}.zarr" for video in videos}
-    attrs, written = cache.build_all(videos, list(outs.values()), backbone.read_settings(args.backbone),
+    attrs, written = cache.build_all(videos, list(outs.values()), backbone.read_description(args.backbone),
                                      args.snippet_frames, args.stride, args.batch, args.device, args.threads)
     for video, out in outs.items():
         log.info("%s: %d snippets x %d layers x %d channels", out, attrs[video]["snippets"],
@@ -135,7 +137,7 @@ def cmd_cache(args):
 
 
 def cmd_cache_index(args):
-    from . import cache
+    from .stages import cache
 
     index = cache.write_index(args.annotations, args.folder, args.out, args.subsets)
     log.info("%s: %d cached videos", args.out, len(index))
@@ -143,7 +145,7 @@ def cmd_cache_index(args):
 
 
 def cmd_import_features(args):
-    from . import cache
+    from .stages import cache
 
     index = cache.import_features(args.source, args.annotations, args.out_dir, args.index, args.name,
                                   args.snippet_frames, args.stride, args.fps, args.missing, args.subsets)
@@ -152,18 +154,21 @@ def cmd_import_features(args):
 
 
 def cmd_train(args):
-    settings = read_settings(args.settings)
-    if settings.get("method") == "lofi":
-        from . import lofi
+    from .methods import get
+    from .stages import train
 
+    settings = settings_option(args.settings)
+    try:
+        method = get(settings.get("method"))
+    except ValueError as err:
+        raise InputError(f"train --settings: {err}") from None
+    if method.train:  # trains on something other than the cache: LoFi's stage A, on videos
         if not (args.backbone and args.out_backbone):
-            raise InputError("train: method lofi needs --backbone (the backbone to tune) and --out-backbone")
-        summary = lofi.train_stage_a(args.index, args.annotations, args.subset, settings, args.backbone,
-                                     args.backbone_name, args.out_model, args.out_backbone, args.out_log,
-                                     args.out_summary, args.checkpoint, args.device)
+            raise InputError(f"train: method {method.name} needs --backbone (the backbone to tune) and --out-backbone")
+        summary = method.train(args.index, args.annotations, args.subset, settings, args.backbone,
+                               args.backbone_name, args.out_model, args.out_backbone, args.out_log,
+                               args.out_summary, args.checkpoint, args.device)
     else:
-        from . import train
-
         summary = train.train(args.index, args.annotations, args.subset, settings, args.out_model, args.out_log,
                               args.out_summary, args.checkpoint, args.device)
     log.info("%s: %s, %d trainable parameters, %.1f s, peak %.0f MB", args.out_model, summary["method"],
@@ -172,7 +177,7 @@ def cmd_train(args):
 
 
 def cmd_infer(args):
-    from . import infer
+    from .stages import infer
 
     count = infer.run(args.model, args.index, args.annotations, args.subset, args.out, args.device)
     log.info("%s: %d detections", args.out, count)
@@ -180,7 +185,7 @@ def cmd_infer(args):
 
 
 def cmd_report(args):
-    from . import report
+    from .stages import report
 
     stage_a = {}
     for pair in args.stage_a or []:
@@ -194,14 +199,14 @@ def cmd_report(args):
 
 
 def cmd_plots(args):
-    from . import plots
+    from .stages import plots
 
     plots.run(args.table, args.methods, args.per_class, args.detections, args.annotations, args.subset,
               args.out_map, args.out_per_class, args.out_timelines)
     return [args.out_map, args.out_per_class, args.out_timelines]
 
 
-def read_settings(text):
+def settings_option(text):
     """--settings: inline JSON, or @file.json."""
     if text.startswith("@"):
         return read_json(text[1:])
@@ -212,7 +217,7 @@ def read_settings(text):
 
 
 def cmd_evaluate(args):
-    from . import evaluate
+    from .stages import evaluate
 
     table, _ = evaluate.run(args.annotations, args.predictions, args.subset, args.preset,
                             args.out_map, args.out_per_class, args.unknown_labels, args.ties)
@@ -225,14 +230,15 @@ def parser():
     sub = top.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("annotations", help="ground truth from a dataset's native files")
-    p.add_argument("--type", required=True, choices=["thumos14", "activitynet", "demo"])
+    p.add_argument("--type", required=True, help="the dataset type: a module of actloc.datasets (thumos14, "
+                                                  "activitynet, demo)")
     p.add_argument("--source", help="THUMOS-14: folder with annotations_val/ and annotations_test/; "
                                     "ActivityNet: the JSON file")
     p.add_argument("--metadata", help="THUMOS-14: folder of metadata CSVs (default SOURCE/metadata)")
-    p.add_argument("--out-of-range", default="error", choices=annotations.OUT_OF_RANGE,
+    p.add_argument("--out-of-range", default="error", choices=datasets.OUT_OF_RANGE,
                    help="segments past the video's end: fail, clip them (dropping those wholly "
                         "outside, with a warning), or keep them as published")
-    p.add_argument("--video-prefix", default="v_", help="ActivityNet: file name = prefix + video id")
+    p.add_argument("--video-prefix", help="ActivityNet: file name = prefix + video id (default v_)")
     p.add_argument("--out", required=True)
     p.add_argument("--classes", required=True, help="class list output, one name a line")
     add_demo_options(p)
@@ -263,7 +269,7 @@ def parser():
 
     p = sub.add_parser("backbone", help="check a backbone's weights and record its identity and settings")
     p.add_argument("--name", required=True, help="the backbone's name in config.yaml")
-    p.add_argument("--preset", required=True, help="model size: tiny, small, ... giant (backbone.PRESETS)")
+    p.add_argument("--preset", required=True, help="model size: tiny, small, ... giant (actloc.backbones.presets)")
     p.add_argument("--checkpoint", help="official VideoMAE / VideoMAEv2 .pth; none: random weights")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     p.add_argument("--pixels", type=int, help="frame side fed to the model (default: the preset's)")
@@ -338,7 +344,7 @@ def parser():
     p.add_argument("--per-class", nargs="+", required=True, help="each method's per_class.csv, in the same order")
     p.add_argument("--detections", nargs="+", required=True, help="each method's detections.json, in the same order")
     p.add_argument("--annotations", required=True, help="annotations.json of the dataset")
-    p.add_argument("--subset", required=True, choices=annotations.SUBSETS, help="the subset the methods were tested on")
+    p.add_argument("--subset", required=True, choices=datasets.SUBSETS, help="the subset the methods were tested on")
     p.add_argument("--out-map", required=True, help="PNG: mAP against the tIoU threshold, a line per method")
     p.add_argument("--out-per-class", required=True, help="PNG: each class's AP, a bar per method")
     p.add_argument("--out-timelines", required=True, help="PNG: detections against the ground truth")
@@ -347,7 +353,7 @@ def parser():
     p = sub.add_parser("evaluate", help="detection mAP (official ActivityNet algorithm)")
     p.add_argument("--annotations", required=True, help="annotations.json of the dataset")
     p.add_argument("--predictions", required=True, help="ActivityNet result JSON")
-    p.add_argument("--subset", required=True, choices=annotations.SUBSETS)
+    p.add_argument("--subset", required=True, choices=datasets.SUBSETS)
     p.add_argument("--preset", default="thumos",
                    help="tIoU thresholds: thumos 0.3:0.1:0.7, activitynet 0.5:0.05:0.95")
     p.add_argument("--unknown-labels", default="error", choices=["error", "ignore"])
@@ -364,7 +370,7 @@ def settings_of(args):
     """The command's options for its provenance record, --settings as the JSON it holds."""
     settings = {key: value for key, value in vars(args).items() if key not in ("func", "command")}
     if "settings" in settings:
-        settings["settings"] = read_settings(settings["settings"])
+        settings["settings"] = settings_option(settings["settings"])
     return settings
 
 

@@ -2,6 +2,7 @@
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -103,3 +104,11 @@ def find_video(folder, stem):
         if (Path(folder) / (stem + suffix)).exists():
             return Path(folder) / (stem + suffix)
     return Path(folder) / f"{stem}.mp4"
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -5,14 +5,13 @@ version (actloc's, and the git commit of its source tree) and the libraries' ver
 It holds no time, host or job id: the same settings and code write the same record, so records
 diff cleanly between runs and machines."""
 
-import hashlib
 import platform
 import subprocess
 from functools import cache
 from importlib.metadata import version
 from pathlib import Path
 
-from .io import write_json
+from .io import sha256, write_json
 
 LIBRARIES = ("torch", "numpy", "pandas", "zarr", "imageio-ffmpeg")
 SUFFIX = ".provenance.json"
@@ -42,12 +41,6 @@ def code_version():
     return code
 
 
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def record(command, argv, settings, outputs):

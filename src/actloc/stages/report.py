@@ -6,7 +6,7 @@ backbone's cache."""
 
 import pandas as pd
 
-from .io import InputError, read_json, write_text
+from ..io import InputError, read_json, write_text
 
 
 STAGE_A = ("stage_a_params", "stage_a_peak_memory_mb", "stage_a_minutes")

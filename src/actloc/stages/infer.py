@@ -9,9 +9,11 @@ import logging
 import torch
 from tqdm import tqdm
 
-from . import data, model
-from .cache import resolve_device
-from .io import InputError, write_json
+from ..engine.device import resolve_device
+from ..io import InputError, write_json
+from ..methods import detector
+from ..store import windows
+from ..store.snippets import steps_to_seconds
 
 log = logging.getLogger(__name__)
 
@@ -20,10 +22,10 @@ log = logging.getLogger(__name__)
 def detect(net, video, classes, device):
     """One video's detections as ActivityNet result entries."""
     layers, temporal = net.reads
-    batch = data.to_device(data.collate([video], [(0, video.length)], layers, temporal, net.head.max_stride),
+    batch = windows.to_device(windows.collate([video], [(0, video.length)], layers, temporal, net.head.max_stride),
                            device)
     (segments, scores, labels), = net.head.detect(net(batch), batch["lengths"])
-    seconds = data.steps_to_seconds(segments, video.cache.attrs).clip(0, video.duration)
+    seconds = steps_to_seconds(segments, video.cache.attrs).clip(0, video.duration)
     return [{"label": classes[label], "score": round(float(score), 6),
              "segment": [round(float(start), 3), round(float(end), 3)]}
             for (start, end), score, label in zip(seconds, scores, labels) if end > start]
@@ -32,13 +34,13 @@ def detect(net, video, classes, device):
 def run(model_path, index, annotations, subset, out, device="auto"):
     """The `actloc infer` command: write detections.json, return how many segments it holds."""
     device = resolve_device(device)
-    net, saved = model.load(model_path, device)
-    videos, classes = data.load(index, annotations, subset)
+    net, saved = detector.load(model_path, device)
+    videos, classes = windows.load(index, annotations, subset)
     if classes != saved["classes"]:
         raise InputError(f"{model_path}: trained on classes {saved['classes'][:5]}..., {annotations} has "
                          f"{classes[:5]}...; retrain it on this dataset")
     stored = videos[0].cache.attrs
-    differ = [key for key in data.SHARED_ATTRS if stored[key] != saved["store"][key]]
+    differ = [key for key in windows.SHARED_ATTRS if stored[key] != saved["store"][key]]
     if differ:
         raise InputError(f"{model_path}: trained on a cache with other {', '.join(differ)} than "
                          f"{videos[0].cache.path}; retrain it or point it at its own cache")

@@ -1,17 +1,16 @@
-"""What training and inference read: each video's cache store and its ground truth in snippets.
-
-Snippet i of a store is centred at (i * stride + frames / 2) / fps seconds (DESIGN section 4),
-so a time s is at step (s * fps - frames / 2) / stride. Segments are kept in steps here.
-"""
+"""What training and inference read: each video's store and its ground truth in snippet steps,
+training windows, and padded batches of them (segments are kept in steps here, see
+store.snippets)."""
 
 import logging
 from dataclasses import dataclass
 
 import torch
 
-from .backbone import TUBELET
-from .cache import Cache, open_cache
-from .io import InputError, read_json
+from ..backbones.presets import TUBELET
+from ..io import InputError, read_json
+from .snippets import seconds_to_steps
+from .stores import Cache, open_cache
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +19,7 @@ SHARED_ATTRS = ("backbone", "identity", "layers", "channels", "temporal", "snipp
 
 
 @dataclass
-class Video:
+class CachedVideo:
     name: str
     cache: Cache
     duration: float
@@ -30,14 +29,6 @@ class Video:
     @property
     def length(self):
         return self.cache.snippets
-
-
-def seconds_to_steps(seconds, attrs):
-    return (seconds * attrs["fps"] - attrs["snippet_frames"] / 2) / attrs["stride"]
-
-
-def steps_to_seconds(steps, attrs):
-    return (steps * attrs["stride"] + attrs["snippet_frames"] / 2) / attrs["fps"]
 
 
 def ground_truth(actions, classes, attrs):
@@ -71,7 +62,7 @@ def load(index_path, annotations_path, subset):
         if differ:
             raise InputError(f"{cache.path}: {', '.join(differ)} differ(s) from {first.path}; one training "
                              f"needs stores built with the same settings")
-        videos.append(Video(name, cache, entries[name]["duration"],
+        videos.append(CachedVideo(name, cache, entries[name]["duration"],
                             *ground_truth(entries[name]["annotations"], classes, cache.attrs)))
     if not videos:
         raise InputError(f"{annotations_path}: no {subset} video to work on")
@@ -116,6 +107,26 @@ class KeptReads:
         return {name: x[:, start:stop].float() for name, x in self.kept[key].items()}
 
 
+def window_targets(segments, labels, start, stop):
+    """A window's ground truth: the segments in its own steps, clipped to it, and their labels;
+    segments left empty by the clipping are dropped."""
+    segments = (segments - start).clamp(0, stop - start)
+    keep = segments[:, 1] > segments[:, 0]
+    return segments[keep], labels[keep]
+
+
+def padded(rows, multiple):
+    """Rows (L, T_i, ...) of a batch zero-padded along T to the longest, rounded up to a multiple
+    of `multiple`: (B, L, T, ...) and the mask (B, T) of real steps."""
+    length = -(-max(row.shape[1] for row in rows) // multiple) * multiple
+    out = rows[0].new_zeros(len(rows), rows[0].shape[0], length, *rows[0].shape[2:])
+    mask = torch.zeros(len(rows), length, dtype=torch.bool, device=rows[0].device)
+    for i, row in enumerate(rows):
+        out[i, :, :row.shape[1]] = row
+        mask[i, :row.shape[1]] = True
+    return out, mask
+
+
 def collate(videos, windows, layers, temporal, multiple, reads=None):
     """A padded batch of windows: pooled (B, L, T, C), temporal (B, L, T, t, C) or None, mask
     (B, T), the real lengths, and each window's targets (segments in its own steps, labels).
@@ -123,24 +134,10 @@ def collate(videos, windows, layers, temporal, multiple, reads=None):
     them, or each video's store does."""
     reads = reads or KeptReads()
     reads = [reads.read(v, start, stop, layers, temporal) for v, (start, stop) in zip(videos, windows)]
-    length = max(stop - start for start, stop in windows)
-    length = -(-length // multiple) * multiple
-
-    def padded(name):
-        out = reads[0][name].new_zeros(len(reads), reads[0][name].shape[0], length, *reads[0][name].shape[2:])
-        for row, read in enumerate(reads):
-            out[row, :, :read[name].shape[1]] = read[name]
-        return out
-
-    mask = torch.zeros(len(videos), length, dtype=torch.bool)
-    targets = []
-    for row, (video, (start, stop)) in enumerate(zip(videos, windows)):
-        mask[row, :stop - start] = True
-        segments = (video.segments - start).clamp(0, stop - start)
-        keep = segments[:, 1] > segments[:, 0]
-        targets.append((segments[keep], video.labels[keep]))
-    return {"pooled": padded("pooled"), "temporal": padded("temporal") if temporal else None, "mask": mask,
-            "lengths": [stop - start for start, stop in windows], "targets": targets}
+    pooled, mask = padded([read["pooled"] for read in reads], multiple)
+    return {"pooled": pooled, "temporal": padded([read["temporal"] for read in reads], multiple)[0] if temporal else None,
+            "mask": mask, "lengths": [stop - start for start, stop in windows],
+            "targets": [window_targets(v.segments, v.labels, start, stop) for v, (start, stop) in zip(videos, windows)]}
 
 
 def to_device(batch, device):

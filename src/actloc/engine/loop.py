@@ -1,10 +1,9 @@
-"""Train stage: one method (adapters + head) against the cache, never touching the backbone.
-
-AdamW with no weight decay on biases, norms and LoSA's gates; per-iteration linear warm-up then
-cosine decay; gradient clipping; an EMA of the weights, which is what model.pt holds. Each
-epoch draws its video order and training windows from a generator seeded by (seed, epoch), and
-algorithms are deterministic, so a rerun gives the same weights, and a training resumed from
-its per-epoch checkpoint ends where an uninterrupted one would.
+"""The training loop every method shares: AdamW with no weight decay on biases, norms and what a
+method names (LoSA's gates); per-iteration linear warm-up then cosine decay; gradient clipping;
+an EMA of the weights, which is what is saved. Each epoch draws its video order and windows from
+a generator seeded by (seed, epoch), and algorithms are deterministic, so a rerun gives the same
+weights, and a training resumed from its per-epoch checkpoint ends where an uninterrupted one
+would.
 """
 
 import copy
@@ -12,54 +11,19 @@ import hashlib
 import json
 import logging
 import math
-import os
-import resource
 import sys
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
 from tqdm import tqdm
 
-from . import data, model
-from .cache import resolve_device
-from .io import InputError, atomic_path, write_json, write_text
-from .losa import GATES as LOSA_GATES
+from ..io import atomic_path, write_json, write_text
+from .device import peak_memory_mb
 
 log = logging.getLogger(__name__)
-
-
-STATISTICS_VIDEOS = 64  # the input standardisation is estimated on at most this many training videos
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 30  # cosine epochs, after the warm-up ones
-    warmup_epochs: int = 5
-    batch: int = 2
-    lr: float = 1e-4
-    weight_decay: float = 0.05
-    clip: float = 1.0
-    ema: float = 0.999
-    max_length: int = 2304  # training windows, in snippets
-    keep_fraction: float = 0.5  # a window keeps at least this much of some action
-    seed: int = 0
-    memory_mb: float = 4096  # cached activations kept in memory between epochs (data.KeptReads)
-
-
-def full_settings(settings):
-    """A method's settings with every default written out (what model.pt records)."""
-    try:
-        if settings.get("method") not in model.METHODS:
-            raise ValueError(f"method must be one of {', '.join(model.METHODS)}, got {settings.get('method')!r}")
-        head, losa = model.configs(settings)
-        train = TrainConfig(**settings.get("train", {}))
-    except (TypeError, ValueError) as err:  # unknown keys are TypeErrors of the dataclasses
-        raise InputError(f"training settings: {err}") from None
-    return {"method": settings["method"], "head": asdict(head), "losa": asdict(losa), "train": asdict(train)}
 
 
 def lr_factor(step, warmup, total):
@@ -88,13 +52,6 @@ class EMA:
                 mine.copy_(theirs)
 
 
-def peak_memory_mb(device):
-    """CUDA: the most memory tensors held; CPU: the process's peak resident size."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def fingerprint(obj, *paths):
     """SHA-256 of a JSON-able object and the bytes of files: what a checkpoint was trained from."""
     digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode())
@@ -103,24 +60,30 @@ def fingerprint(obj, *paths):
     return digest.hexdigest()
 
 
-def make_deterministic(seed):
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.manual_seed(seed)
+def no_decay_names(net):
+    """The parameters that modules of `net` keep out of weight decay by naming them, as their
+    own parameters, in a NO_DECAY attribute (LoSA's gates)."""
+    return {f"{prefix}.{name}".lstrip(".") for prefix, module in net.named_modules()
+            for name in getattr(module, "NO_DECAY", ())}
 
 
-def decays(name, param):
+def decays(name, param, excluded=frozenset()):
     """Whether weight decay applies to a parameter: to weight matrices and kernels, not to biases,
-    norms, scales, nor LoSA's gates (2-D, one row per layer, but gates all the same)."""
-    return param.ndim > 1 and name.rsplit(".", 1)[-1] not in LOSA_GATES
+    norms, scales, nor what a module names in NO_DECAY (`excluded`: see no_decay_names)."""
+    return param.ndim > 1 and name not in excluded
 
 
 def parameter_groups(net, weight_decay, lr):
     """The trainable parameters of `net` at learning rate `lr`, in two groups: with weight
     decay and without (see `decays`)."""
-    params = [(name, p) for name, p in net.named_parameters() if p.requires_grad]
-    return [{"params": [p for name, p in params if decays(name, p)], "weight_decay": weight_decay, "lr": lr},
-            {"params": [p for name, p in params if not decays(name, p)], "weight_decay": 0.0, "lr": lr}]
+    params, excluded = [(name, p) for name, p in net.named_parameters() if p.requires_grad], no_decay_names(net)
+    return [{"params": [p for name, p in params if decays(name, p, excluded)], "weight_decay": weight_decay,
+             "lr": lr},
+            {"params": [p for name, p in params if not decays(name, p, excluded)], "weight_decay": 0.0, "lr": lr}]
+
+
+def trainable_parameters(net):
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
 def resume(checkpoint, key, device, net, ema, optimizer, scheduler):
@@ -185,7 +148,7 @@ def summarise(method, cfg, rows, videos, net, device):
     """train.json: what was trained, on how much, at what cost."""
     table = pd.DataFrame(rows)
     return {"method": method, "seed": cfg.seed, "epochs": len(rows), "videos": videos,
-            "trainable_parameters": model.trainable_parameters(net),
+            "trainable_parameters": trainable_parameters(net),
             "peak_memory_mb": round(float(table["peak_memory_mb"].max()), 1),
             "train_seconds": round(float(table["seconds"].sum()), 2), "device": str(device),
             "final_loss": round(float(table["loss"].iloc[-1]), 6)}
@@ -194,40 +157,3 @@ def summarise(method, cfg, rows, videos, net, device):
 def write_log(out_log, out_summary, rows, summary):
     write_text(out_log, pd.DataFrame(rows).to_csv(index=False, float_format="%.6g"))
     write_json(out_summary, summary)
-
-
-def train(index, annotations, subset, settings, out_model, out_log, out_summary, checkpoint=None, device="auto"):
-    """The `actloc train` command for the methods that train on a cache. Returns the summary
-    written to `out_summary`."""
-    settings = full_settings(settings)
-    cfg = TrainConfig(**settings["train"])
-    device = resolve_device(device)
-    make_deterministic(cfg.seed)
-    videos, classes = data.load(index, annotations, subset)
-    attrs = videos[0].cache.attrs
-    net = model.build(settings, attrs["channels"], len(attrs["layers"]), len(classes)).to(device)
-    layers, temporal = net.reads
-    reads = data.KeptReads(cfg.memory_mb)
-    net.fit_standardisation(reads.read(v, layers=layers, temporal=temporal) for v in videos[:STATISTICS_VIDEOS])
-    store = {k: attrs[k] for k in data.SHARED_ATTRS}
-    key = fingerprint({"settings": settings, "store": store}, index, annotations)
-
-    def step_losses(epoch, generator):
-        order = torch.randperm(len(videos), generator=generator).tolist()
-        for first in range(0, len(order), cfg.batch):
-            chosen = [videos[i] for i in order[first:first + cfg.batch]]
-            windows = [data.training_window(v.length, v.segments, cfg.max_length, generator, cfg.keep_fraction)
-                       for v in chosen]
-            batch = data.to_device(data.collate(chosen, windows, layers, temporal, net.head.max_stride, reads),
-                                   device)
-            yield net.head.loss(net(batch), batch["targets"])
-
-    groups = parameter_groups(net, cfg.weight_decay, cfg.lr)
-    trained, rows = optimise(net, groups, cfg, math.ceil(len(videos) / cfg.batch), step_losses, key, checkpoint,
-                             device, f"train {settings['method']}")
-    summary = summarise(settings["method"], cfg, rows, len(videos), net, device)
-    model.save(out_model, trained, settings, classes, store, summary)
-    write_log(out_log, out_summary, rows, summary)
-    if checkpoint:
-        Path(checkpoint).unlink(missing_ok=True)
-    return summary

@@ -10,7 +10,7 @@ never sees it, only one of:
 each about a quarter of the voxels (sides are rounded to whole patches, at least one; a
 mode that would then be full fidelity is refused).
 `cyclic` trains S, T, ST in turn, one an epoch; `short-cyclic` switches every `switch_every`
-steps. The top `top_k` blocks (and the final norm) train, or the whole backbone; the blocks below
+steps. The top `trainable_blocks` blocks (and the final norm) train, or the whole backbone; the blocks below
 run under no_grad. A trainable block keeps only its input and is recomputed in backward
 (activation checkpointing). The memory budget fixes the snippets a step holds: one snippet's
 activation bytes at each fidelity are measured before training (saved-tensor hooks on one
@@ -26,7 +26,7 @@ head is discarded.
 import itertools
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,49 +35,21 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from . import backbone, data, decode, model, train
-from .cache import resolve_device, snippet_count
-from .io import InputError, atomic_path, read_json, write_json
+from ..backbones import videomae
+from ..engine import loop
+from ..engine.device import make_deterministic, resolve_device
+from ..io import InputError, atomic_path, read_json, write_json
+from ..settings import CYCLE, MODES, LofiConfig, TrainConfig, full_settings, head_config
+from ..stages import backbone, decode
+from ..store import windows
+from ..store.snippets import snippet_count
+from . import Method
+from .detector import Detector
+from .head_only import LastLayer
 
 log = logging.getLogger(__name__)
 
-# Fidelity: (keep every n-th snippet, side factor).
-MODES = {"S": (1, 0.5), "T": (4, 1.0), "ST": (2, 1 / math.sqrt(2))}
-CYCLE = ("S", "T", "ST")
-FIDELITIES = (*MODES, "cyclic", "short-cyclic")
 STATISTICS_VIDEOS = 8  # the head's input standardisation, from the untuned backbone
-
-
-@dataclass(frozen=True)
-class LofiConfig:
-    fidelity: str = "cyclic"
-    switch_every: int = 16  # short-cyclic: steps between switches
-    top_k: int | None = None  # trainable top blocks; None: the whole backbone
-    budget_mb: float = 40_000  # weights, optimiser state and activations of one step
-    checkpointing: bool = True
-    backbone_lr: float = 0.1  # the backbone's learning rate, as a fraction of the head's
-    frame_memory_mb: float = 2_048  # decoded frames kept in memory from one epoch to the next
-    snippet_frames: int = 16
-    stride: int = 4
-
-    def __post_init__(self):
-        if self.fidelity not in FIDELITIES:
-            raise ValueError(f"fidelity must be one of {', '.join(FIDELITIES)}, got {self.fidelity!r}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be at least 1 (or null for the whole backbone), got {self.top_k}")
-        if self.switch_every < 1:
-            raise ValueError(f"switch_every must be at least 1, got {self.switch_every}")
-
-
-def full_settings(settings):
-    """Stage-A settings with every default written out."""
-    try:
-        head, _ = model.configs(settings)
-        lofi = LofiConfig(**settings.get("lofi", {}))
-        cfg = train.TrainConfig(**settings.get("train", {}))
-    except (TypeError, ValueError) as err:
-        raise InputError(f"lofi settings: {err}") from None
-    return {"method": "lofi", "head": asdict(head), "lofi": asdict(lofi), "train": asdict(cfg)}
 
 
 def mode_at(cfg, epoch, step):
@@ -94,7 +66,7 @@ def side_of(mode, pixels, patch):
 
 
 @dataclass
-class Video:
+class DecodedVideo:
     """A decoded video and its ground truth, in steps of its full-fidelity snippets."""
 
     name: str
@@ -125,9 +97,9 @@ def load_videos(index, annotations, subset, cfg):
     for name in sorted(entries):
         info = decoded[name]
         attrs = {"fps": info["fps"], "snippet_frames": cfg.snippet_frames, "stride": cfg.stride}
-        videos.append(Video(name, folder / info["file"], info["frames"],
+        videos.append(DecodedVideo(name, folder / info["file"], info["frames"],
                             snippet_count(info["frames"], cfg.snippet_frames, cfg.stride),
-                            *data.ground_truth(entries[name]["annotations"], classes, attrs)))
+                            *windows.ground_truth(entries[name]["annotations"], classes, attrs)))
     return videos, classes
 
 
@@ -169,16 +141,16 @@ def clips_of(reader, video, snippets, cfg, side):
 
 class EndToEnd(nn.Module):
     """The backbone's pooled last block feeding a head_only detector, with gradients through
-    the top `top_k` blocks (None: all of it)."""
+    the top `trainable_blocks` blocks (None: all of it)."""
 
-    def __init__(self, vit, detector, top_k=None, checkpointing=True):
+    def __init__(self, vit, detector, trainable_blocks=None, checkpointing=True):
         super().__init__()
         depth = len(vit.blocks)
-        if top_k is not None and top_k > depth:
-            raise InputError(f"lofi: top_k {top_k} exceeds the backbone's {depth} blocks")
+        if trainable_blocks is not None and trainable_blocks > depth:
+            raise InputError(f"lofi: trainable_blocks {trainable_blocks} exceeds the backbone's {depth} blocks")
         self.backbone, self.detector, self.checkpointing = vit, detector, checkpointing
-        self.first_trainable = 0 if top_k is None else depth - top_k
-        vit.requires_grad_(top_k is None)
+        self.first_trainable = 0 if trainable_blocks is None else depth - trainable_blocks
+        vit.requires_grad_(trainable_blocks is None)
         for part in [*vit.blocks[self.first_trainable:], vit.norm, vit.fc_norm]:
             if part is not None:
                 part.requires_grad_(True)
@@ -201,14 +173,8 @@ class EndToEnd(nn.Module):
 
     def forward(self, clips, multiple):
         """Detector outputs for a batch of clip tensors (one per video window) and the mask."""
-        lengths = [len(c) for c in clips]
-        features = self.features(torch.cat(clips)).split(lengths)
-        length = -(-max(lengths) // multiple) * multiple
-        pooled = features[0].new_zeros(len(clips), 1, length, features[0].shape[-1])
-        mask = torch.zeros(len(clips), length, dtype=torch.bool, device=pooled.device)
-        for row, x in enumerate(features):
-            pooled[row, 0, :len(x)] = x
-            mask[row, :len(x)] = True
+        features = self.features(torch.cat(clips)).split([len(c) for c in clips])
+        pooled, mask = windows.padded([x[None] for x in features], multiple)
         return self.detector({"pooled": pooled, "temporal": None, "mask": mask}), mask
 
 
@@ -281,7 +247,7 @@ def plan_steps(net, modes, pixels, cfg, train_cfg, autocast, device):
                 f"lofi: a step at fidelity {mode} ({side} px, every {every} snippet(s)) needs {need:.0f} MB: "
                 f"{train_cfg.batch} video(s) x {shortest} snippets x {per / 2**20:.2f} MB, plus {fixed / 2**20:.0f} MB "
                 f"of weights, gradients and optimiser state; the budget is {cfg.budget_mb:g} MB. Raise "
-                f"lofi.budget_mb, or train fewer blocks (lofi.top_k) or fewer videos a step (train.batch)")
+                f"lofi.budget_mb, or train fewer blocks (lofi.trainable_blocks) or fewer videos a step (train.batch)")
         plan[mode] = (side, window, per)
     return plan
 
@@ -304,15 +270,14 @@ def train_stage_a(index, annotations, subset, settings, base, name, out_model, o
     `actloc backbone` for the backbone to tune. Writes the tuned backbone (out_model, .pth) and
     its JSON (out_backbone, named `name`), the log and the summary; returns the summary."""
     settings = full_settings(settings)
-    cfg, train_cfg = LofiConfig(**settings["lofi"]), train.TrainConfig(**settings["train"])
-    base = backbone.read_settings(base)
+    cfg, train_cfg = LofiConfig(**settings["lofi"]), TrainConfig(**settings["train"])
+    base = backbone.read_description(base)
     device = resolve_device(device)
-    train.make_deterministic(train_cfg.seed)
+    make_deterministic(train_cfg.seed)
     videos, classes = load_videos(index, annotations, subset, cfg)
-    vit, _ = backbone.load(base["preset"], base["checkpoint"], base["seed"])
-    head, _ = model.configs(settings)
-    detector = model.Detector("head_only", vit.preset.width, 1, len(classes), head)
-    net = EndToEnd(vit, detector, cfg.top_k, cfg.checkpointing).to(device)
+    vit, _ = videomae.load(base["preset"], base["checkpoint"], base["seed"])
+    detector = Detector("head_only", vit.preset.width, 1, len(classes), head_config(settings["head"]))
+    net = EndToEnd(vit, detector, cfg.trainable_blocks, cfg.checkpointing).to(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=base["precision"] == "bf16")
     plan = plan_steps(net, modes_of(cfg), base["pixels"], cfg, train_cfg, autocast, device)
     reader = FrameReader(base["pixels"], cfg.frame_memory_mb)
@@ -325,11 +290,9 @@ def train_stage_a(index, annotations, subset, settings, base, name, out_model, o
         for video in chosen:
             phase = int(torch.randint(min(every, video.length), (1,), generator=generator))
             snippets, segments = video.view(every, phase)
-            start, stop = data.training_window(len(snippets), segments, window, generator, train_cfg.keep_fraction)
+            start, stop = windows.training_window(len(snippets), segments, window, generator, train_cfg.keep_fraction)
             clips.append(clips_of(reader, video, snippets[start:stop], cfg, side).to(device))
-            segments = (segments - start).clamp(0, stop - start)
-            keep = segments[:, 1] > segments[:, 0]
-            targets.append((segments[keep].to(device), video.labels[keep].to(device)))
+            targets.append(tuple(x.to(device) for x in windows.window_targets(segments, video.labels, start, stop)))
         return clips, targets
 
     with torch.no_grad(), autocast:
@@ -349,21 +312,25 @@ def train_stage_a(index, annotations, subset, settings, base, name, out_model, o
                 losses = net.detector.head.loss(outputs, targets)
             yield losses
 
-    groups = (train.parameter_groups(net.backbone, train_cfg.weight_decay, train_cfg.lr * cfg.backbone_lr)
-              + train.parameter_groups(net.detector, train_cfg.weight_decay, train_cfg.lr))
-    key = train.fingerprint({"settings": settings, "base": base["identity"]}, index, annotations)
-    tuned, rows = train.optimise(net, groups, train_cfg, per_epoch, step_losses, key, checkpoint_path, device,
+    groups = (loop.parameter_groups(net.backbone, train_cfg.weight_decay, train_cfg.lr * cfg.backbone_lr)
+              + loop.parameter_groups(net.detector, train_cfg.weight_decay, train_cfg.lr))
+    key = loop.fingerprint({"settings": settings, "base": base["identity"]}, index, annotations)
+    tuned, rows = loop.optimise(net, groups, train_cfg, per_epoch, step_losses, key, checkpoint_path, device,
                                  f"lofi stage A ({cfg.fidelity})")
     save_backbone(out_model, tuned.backbone, {"settings": settings, "base": base["identity"]})
     tuned_settings = backbone.describe(name, base["preset"], out_model, base["seed"], base["pixels"],
                                        base["layers"], base["temporal"], base["precision"])
     write_json(out_backbone, tuned_settings)
-    summary = train.summarise("lofi", train_cfg, rows, len(videos), net, device)
+    summary = loop.summarise("lofi", train_cfg, rows, len(videos), net, device)
     summary.update(fidelity=cfg.fidelity, base=base["identity"], identity=tuned_settings["identity"],
                    steps={mode: {"side": side, "snippets_per_video": window, "snippet_mb": round(per / 2**20, 3)}
                           for mode, (side, window, per) in plan.items()})
-    train.write_log(out_log, out_summary, rows, summary)
+    loop.write_log(out_log, out_summary, rows, summary)
     if checkpoint_path:
         Path(checkpoint_path).unlink(missing_ok=True)
     return summary
 
+
+# Stage B trains a head on the tuned backbone's cache as head_only does (actloc.config).
+METHOD = Method("lofi", layers="last", temporal=False, settings=LofiConfig, train=train_stage_a,
+                features=lambda channels, layers, settings: LastLayer(channels))

@@ -7,49 +7,16 @@ giving a pyramid of levels with strides 1, 2, 4, ... Classification and regressi
 shared by all levels. Every point t of level l sits at snippet t * 2**l; it predicts class
 scores and its distances to the action's start and end in units of its stride.
 
-Positions and segments are in snippet (feature step) units here; model.py converts to seconds.
+Positions and segments are in snippet (feature step) units here; store.snippets converts to seconds.
 """
 
 import math
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..settings import HeadConfig
 from . import nms
-
-
-@dataclass(frozen=True)
-class HeadConfig:
-    width: int = 512
-    stem_blocks: int = 2
-    levels: int = 6  # the stem's level plus one per downsampling block
-    window: int = 19  # local attention span, in steps of the level
-    heads: int = 4
-    head_layers: int = 2  # conv layers before each head's output conv
-    regression_ranges: tuple = ((0, 4), (4, 8), (8, 16), (16, 32), (32, 64), (64, 10000))
-    center_radius: float = 1.5
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
-    prior: float = 0.01
-    loss_momentum: float = 0.9  # EMA of the positive count that normalises the losses
-    loss_norm_init: float = 100.0
-    # inference
-    score_threshold: float = 0.001
-    top_k: int = 2000  # candidates per level
-    min_duration: float = 0.05  # in snippets
-    nms: str = "soft"  # soft (Gaussian) or hard, per class
-    sigma: float = 0.5
-    iou_threshold: float = 0.1  # hard NMS only
-    max_segments: int = 200
-
-    def __post_init__(self):
-        if len(self.regression_ranges) != self.levels:
-            raise ValueError(f"head: {self.levels} levels need as many regression ranges, "
-                             f"got {len(self.regression_ranges)}")
-        if self.window % 2 == 0:
-            raise ValueError(f"head: window must be odd (centred on each step), got {self.window}")
 
 
 def channel_norm(norm, x):

@@ -14,24 +14,15 @@ The adapters' own weights start random: were their up-projections zero too, ever
 would be a product of two zeros and nothing would ever train.
 """
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..settings import LosaConfig
+from . import Method
 from .head import banded_attention
 
-GATES = ("alpha", "beta")  # LoSA's gate parameters, by name: no weight decay on them
 QUERY_CHUNK = 8  # short-range queries a batched matmul takes together
-
-
-@dataclass(frozen=True)
-class LosaConfig:
-    reduction: int = 4  # adapter width = channels // reduction
-    heads: int = 8
-    short_window: int = 2  # the short-range adapter sees snippets i-w .. i+w
-    long_window: int | None = None  # None: the whole video; else only snippets within +-window
 
 
 class ShortRange(nn.Module):
@@ -88,12 +79,11 @@ class LongRange(nn.Module):
 
 
 class LoSA(nn.Module):
+    NO_DECAY = ("alpha", "beta")  # the gates: 2-D (a row per layer), but gates all the same
+
     def __init__(self, channels, layers, config=LosaConfig()):
         super().__init__()
-        width = channels // config.reduction
-        if width % config.heads:
-            raise ValueError(f"losa: adapter width {width} (channels {channels} / reduction "
-                             f"{config.reduction}) is not a multiple of heads {config.heads}")
+        width = config.adapter_width(channels)
         self.short = nn.ModuleList(ShortRange(channels, width, config.heads, config.short_window)
                                    for _ in range(layers))
         self.long = nn.ModuleList(LongRange(channels, width, config.heads, config.long_window)
@@ -114,3 +104,7 @@ class LoSA(nn.Module):
             state = x + s + g
             fused = fused + self.alpha[layer].tanh() * s + self.beta[layer].tanh() * g
         return self.norm(fused)
+
+
+METHOD = Method("losa", layers="all", temporal=True, settings=LosaConfig,
+                features=lambda channels, layers, settings: LoSA(channels, layers, settings or LosaConfig()))

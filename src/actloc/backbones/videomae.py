@@ -8,51 +8,21 @@ runs no block deeper than the deepest one asked for.
 """
 
 import argparse
-import hashlib
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .io import InputError, read_json
+from ..io import InputError
+from .presets import PIXEL_MEAN, PIXEL_STD, PRESETS, TUBELET
 
 log = logging.getLogger(__name__)
 
-# ImageNet statistics on the 0-255 scale, as the official models were trained with.
-PIXEL_MEAN = (123.675, 116.28, 103.53)
-PIXEL_STD = (58.395, 57.12, 57.375)
-TUBELET = 2  # frames per token
 
-
-@dataclass(frozen=True)
-class Preset:
-    width: int
-    depth: int
-    heads: int
-    mlp: int
-    patch: int
-    frames: int = 16  # the clip length and pixel size the position table is built for;
-    pixels: int = 224  # other inputs get it interpolated
-
-
-PRESETS = {
-    "tiny": Preset(width=192, depth=4, heads=3, mlp=768, patch=16, pixels=112),
-    "small": Preset(width=384, depth=12, heads=6, mlp=1536, patch=16),
-    "base": Preset(width=768, depth=12, heads=12, mlp=3072, patch=16),
-    "large": Preset(width=1024, depth=24, heads=16, mlp=4096, patch=16),
-    "huge": Preset(width=1280, depth=32, heads=16, mlp=5120, patch=16),
-    "giant": Preset(width=1408, depth=40, heads=16, mlp=6144, patch=14),
-}
 FINAL_NORMS = ("fc_norm", "norm", "none")
-
-
-def default_layers(depth, count=4):
-    """`count` blocks evenly spaced up to the last one, 1-based: depth 40 -> 10, 20, 30, 40."""
-    return sorted({max(1, round(depth * k / count)) for k in range(1, count + 1)})
 
 
 def sinusoid_table(positions, width):
@@ -272,19 +242,6 @@ def check_state(path, model_shapes, state, preset_name):
     return sorted(k for k in state if k not in model_shapes and k != "pos_embed")
 
 
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def identity(checkpoint=None, seed=0):
-    """What a cache records as its backbone's weights: `sha256:<hex>` of the file, or `random:<seed>`."""
-    return f"random:{seed}" if checkpoint is None else f"sha256:{sha256(checkpoint)}"
-
-
 def load(preset_name, checkpoint=None, seed=0):
     """The frozen backbone (eval mode, no gradients) and a report of what loading found."""
     if preset_name not in PRESETS:
@@ -322,31 +279,3 @@ def load(preset_name, checkpoint=None, seed=0):
     return model, report
 
 
-SETTINGS = ("name", "preset", "checkpoint", "seed", "identity", "layers", "pixels", "temporal", "precision")
-
-
-def describe(name, preset_name, checkpoint=None, seed=0, pixels=None, layers=None, temporal=True,
-             precision="fp32"):
-    """Everything the cache stage needs to rebuild this backbone, checked once: the settings,
-    the weights' identity and the loading report. Written as JSON by `actloc backbone`."""
-    model, report = load(preset_name, checkpoint, seed)
-    preset = model.preset
-    layers = sorted(set(layers)) if layers else default_layers(preset.depth)
-    if layers[0] < 1 or layers[-1] > preset.depth:
-        raise InputError(f"backbone {name}: layers {layers} outside 1..{preset.depth} of preset {preset_name!r}")
-    pixels = pixels or preset.pixels
-    if pixels % preset.patch:
-        raise InputError(f"backbone {name}: pixels {pixels} is not a multiple of the patch size {preset.patch}")
-    if precision not in ("fp32", "bf16"):
-        raise InputError(f"backbone {name}: precision must be fp32 or bf16, not {precision!r}")
-    return {"name": name, **report, "seed": seed, "identity": identity(checkpoint, seed), "layers": layers,
-            "pixels": pixels, "temporal": temporal, "precision": precision}
-
-
-def read_settings(path):
-    """A JSON written by `describe`, checked to hold what the cache stage needs."""
-    settings = read_json(path)
-    absent = [key for key in SETTINGS if key not in settings]
-    if absent:
-        raise InputError(f"{path}: not written by `actloc backbone` (no {', '.join(absent)})")
-    return settings

@@ -11,7 +11,7 @@ from matplotlib.patches import Patch  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .evaluate import ground_truth_table, prediction_table  # noqa: E402
-from .io import InputError, atomic_path, read_json  # noqa: E402
+from ..io import InputError, atomic_path, read_json  # noqa: E402
 
 COLOURS = plt.get_cmap("tab20").colors
 

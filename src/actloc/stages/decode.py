@@ -15,7 +15,7 @@ import ffmpeg
 import numpy as np
 from tqdm import tqdm
 
-from .io import InputError, atomic_path, read_json, video_paths, write_json
+from ..io import InputError, atomic_path, read_json, video_paths, write_json
 
 
 def ffmpeg_exe():

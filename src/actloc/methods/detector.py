@@ -1,41 +1,29 @@
-"""A method = the features it builds from the cache + the shared detection head.
+"""A detector = a method's features (actloc.methods) built from the cache + the shared head.
 
-head_only reads the last tapped layer; losa reads every tapped layer and its temporal tokens
-and adds adapters. Inputs are first standardised per layer and channel with statistics of the
+Inputs are first standardised per layer and channel with statistics of the
 training set (frozen-backbone activations can carry a large constant part that hides how they
-change over time). Both methods normalise their features with a LayerNorm before the head, so
-an untrained losa equals head_only.
+change over time). Methods end their features with a LayerNorm, so that an untrained losa equals head_only.
 """
 
 import torch
 from torch import nn
 
-from .head import Head, HeadConfig
-from .io import InputError, atomic_path
-from .losa import LoSA, LosaConfig
-
-METHODS = ("head_only", "losa")
-
-
-class LastLayer(nn.Module):
-    def __init__(self, channels):
-        super().__init__()
-        self.norm = nn.LayerNorm(channels)
-
-    def forward(self, pooled, temporal, mask):
-        return self.norm(pooled[:, -1])
+from ..io import InputError, atomic_path
+from ..settings import HeadConfig, head_config, method_config
+from . import get
+from .head import Head
 
 
 class Detector(nn.Module):
-    def __init__(self, method, channels, layers, classes, head=HeadConfig(), losa=LosaConfig()):
+    def __init__(self, method, channels, layers, classes, head=HeadConfig(), settings=None):
+        """`method`: its name (see actloc.methods.get); `settings`: its own settings dataclass."""
         super().__init__()
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}")
-        self.method = method
-        # The head is built first so that, from one seed, both methods get the same head.
+        spec = get(method)
+        self.method, self.layers, self.temporal = method, spec.layers, spec.temporal
+        # The head is built first so that, from one seed, every method gets the same head.
         self.head = Head(channels, classes, head)
-        self.features = LastLayer(channels) if method == "head_only" else LoSA(channels, layers, losa)
-        read = 1 if method == "head_only" else layers
+        self.features = spec.features(channels, layers, settings)
+        read = 1 if spec.layers == "last" else layers
         for name in ("pooled", "temporal"):
             self.register_buffer(f"{name}_mean", torch.zeros(read, channels))
             self.register_buffer(f"{name}_std", torch.ones(read, channels))
@@ -43,7 +31,7 @@ class Detector(nn.Module):
     @property
     def reads(self):
         """What this method reads from a store: (layers for Cache.read, temporal tokens?)."""
-        return ("last", False) if self.method == "head_only" else (None, True)
+        return ("last" if self.layers == "last" else None), self.temporal
 
     def standardise(self, name, x):
         """(x - mean) / std per layer and channel; x is (B, L, T, [t,] C)."""
@@ -73,21 +61,10 @@ class Detector(nn.Module):
         return self.head(x.transpose(1, 2), batch["mask"])
 
 
-def configs(settings):
-    """HeadConfig and LosaConfig from a method's settings (plain dicts, e.g. from config.yaml)."""
-    head = dict(settings.get("head", {}))
-    if "regression_ranges" in head:
-        head["regression_ranges"] = tuple(tuple(r) for r in head["regression_ranges"])
-    return HeadConfig(**head), LosaConfig(**settings.get("losa", {}))
-
-
 def build(settings, channels, layers, classes):
-    head, losa = configs(settings)
-    return Detector(settings["method"], channels, layers, classes, head, losa)
-
-
-def trainable_parameters(model):
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """The detector of a method's settings (plain dicts, as written by settings.full_settings)."""
+    return Detector(settings["method"], channels, layers, classes, head_config(settings.get("head", {})),
+                    method_config(settings))
 
 
 def save(path, model, settings, classes, store_attrs, summary):

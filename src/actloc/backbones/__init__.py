@@ -1,0 +1,1 @@
+"""Frozen video backbones: the VideoMAE / VideoMAEv2 family (presets without torch, the model in videomae)."""

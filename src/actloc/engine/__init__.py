@@ -1,0 +1,1 @@
+"""What every training shares: the optimisation loop, EMA, schedule, checkpoints and the device."""

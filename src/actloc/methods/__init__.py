@@ -1,0 +1,57 @@
+"""Methods: what each reads from the cache and the module that turns it into the head's input.
+
+A method is a module holding `METHOD = Method(...)`: a module of this package named after it
+(config.yaml's `type: losa`), or any importable module named by its dotted path
+(`type: mylab.methods.toy`). `get` finds it; nothing else lists the methods. No torch here:
+the Snakefile checks config.yaml's types with `exists`. See docs/extending.md.
+"""
+
+import importlib
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# Modules of this package that are parts of every method, not methods.
+PARTS = ("detector", "head", "nms")
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    layers: str  # what it reads of the cache's tapped layers: "last" or "all"
+    temporal: bool  # whether it also reads the per-tubelet-step tokens
+    # (channels, number of tapped layers, its settings or None) -> an nn.Module mapping
+    # (pooled (B, L, T, C), temporal (B, L, T, t, C) or None, mask (B, T)) to features (B, T, C)
+    features: Callable
+    settings: type | None = None  # the dataclass of its own settings entry (`settings[name]`)
+    # Its own training instead of the one against the cache (LoFi's stage A, on videos): called
+    # as train(index, annotations, subset, settings, **the `actloc train` options it uses).
+    train: Callable | None = None
+
+    def __post_init__(self):
+        if self.layers not in ("last", "all"):
+            raise ValueError(f"method {self.name}: layers must be 'last' or 'all', got {self.layers!r}")
+
+
+def module_name(name):
+    return name if "." in name else f"{__name__}.{name}"
+
+
+def exists(name):
+    """Whether `name` is a method's module, found without importing it."""
+    if not isinstance(name, str) or name in PARTS or not all(part.isidentifier() for part in name.split(".")):
+        return False
+    try:
+        return importlib.util.find_spec(module_name(name)) is not None
+    except ModuleNotFoundError:  # a dotted name whose package does not exist
+        return False
+
+
+def get(name):
+    """The Method of `name`; ValueError when there is none."""
+    if not exists(name):
+        raise ValueError(f"unknown method {name!r}: no module {module_name(name)}")
+    method = getattr(importlib.import_module(module_name(name)), "METHOD", None)
+    if not isinstance(method, Method):
+        raise ValueError(f"module {module_name(name)} holds no METHOD = actloc.methods.Method(...)")
+    return method

@@ -1,0 +1,236 @@
+"""Cache stage: the frozen backbone runs once over every snippet of a decoded video into its
+Zarr store (store.stores); the index gathers a dataset's stores; imported features (published
+per-video arrays) become stores too. Stores already complete with the same settings are kept.
+"""
+
+import contextlib
+import logging
+import queue
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+from tqdm import tqdm
+
+from ..backbones import videomae
+from ..backbones.presets import TUBELET
+from ..engine.device import resolve_device
+from ..io import InputError, atomic_path, dataset_videos, read_json, video_paths, write_json
+from ..store.snippets import snippet_batches, snippet_count
+from ..store.stores import StoreWriter, open_cache, write_store
+from . import decode
+
+log = logging.getLogger(__name__)
+
+
+def prefetched(items, depth=2):
+    """Iterate the generator `items` from a background thread, up to `depth` ahead, so that decoding and
+    snippet assembly overlap the forward pass. Errors surface in the caller; stopping early
+    closes `items` (and so the decoder behind it)."""
+    slots, stop, done = queue.Queue(depth), threading.Event(), object()
+
+    def put(item):
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def work():
+        try:
+            for item in items:
+                if not put(item):
+                    break
+            else:
+                put(done)
+        except BaseException as err:  # handed to the caller, raised there
+            put(err)
+        finally:
+            items.close()
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    try:
+        while (item := slots.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+def expected_attrs(settings, snippet_frames, stride, video):
+    """What the store of `video` built by the backbone `settings` describes records: a store that
+    holds all of it is that video's, done. `decoded` says which decoded video it is: its
+    source's record (path, size, modification time) and frame count, as the decode stage wrote
+    them, or the file's own size and time for a video decoded elsewhere."""
+    fps, frames, decoded = decoded_info(video)
+    return {"backbone": settings["name"], "identity": settings["identity"], "layers": settings["layers"],
+            "pixels": settings["pixels"], "temporal": settings["temporal"], "precision": settings["precision"],
+            "snippet_frames": snippet_frames, "stride": stride, "fps": fps,
+            "snippets": snippet_count(frames, snippet_frames, stride), "decoded": decoded}
+
+
+def done(out, expect):
+    """The store `out` if it is complete with the attributes `expect`, else None."""
+    try:
+        return open_cache(out, expect)
+    except InputError:
+        return None
+
+
+def clip_stream(videos, pixels, snippet_frames, stride, batch, threads=None):
+    """Batches of clips of one video after another, each video's followed by None: decoded in
+    one stream, so that the next video's first frames are ready when the current one ends."""
+    for video in videos:
+        yield from snippet_batches(decode.iter_frames(video, size=pixels, threads=threads), snippet_frames, stride,
+                                   batch)
+        yield None
+
+
+def decoded_info(video):
+    """fps, frame count and identity of a decoded video. The decode stage's JSON holds the exact
+    rate it asked ffmpeg for (the container's may be rounded); a video decoded elsewhere is probed."""
+    sidecar = decode.info_path(video)
+    if sidecar.is_file():
+        info = read_json(sidecar)
+        return info["fps"], info["frames"], {"source": info["source"], "frames": info["frames"]}
+    probed = decode.probe(video)
+    return probed["fps"], probed["frames"], decode.source_record(video)
+
+
+def build_all(videos, outs, settings, snippet_frames=16, stride=4, batch=8, device="auto", threads=None):
+    """Run the backbone described by `settings` (the JSON of `actloc backbone`) over each decoded
+    video into its store (`outs`, in the same order), loading the backbone once. A store already
+    complete with these settings is kept. Returns ({video path: the store's attributes}, in the
+    order given, and the stores written). `threads`: ffmpeg's, decoding the videos."""
+    videos, outs = [Path(v) for v in videos], [Path(o) for o in outs]
+    expect, attrs, todo = {}, {}, []
+    for video, out in zip(videos, outs):
+        expect[video] = expected_attrs(settings, snippet_frames, stride, video)
+        store = done(out, expect[video])
+        if store:
+            attrs[video] = store.attrs
+        else:
+            todo.append((video, out))
+    if not todo:
+        return attrs, []
+    checkpoint = settings["checkpoint"]
+    if checkpoint and Path(checkpoint).stat().st_size != settings["size_bytes"]:
+        raise InputError(f"{checkpoint}: changed since its identity was recorded; rebuild the backbone JSON")
+    model, _ = videomae.load(settings["preset"], checkpoint, settings["seed"])
+    device = resolve_device(device)
+    model.to(device)
+    layers, pixels = settings["layers"], settings["pixels"]
+    tokens = snippet_frames // TUBELET if settings["temporal"] else 0
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings["precision"] == "bf16")
+    total = sum(expect[video]["snippets"] for video, _ in todo)
+    stream = prefetched(clip_stream([video for video, _ in todo], pixels, snippet_frames, stride, batch, threads))
+    desc = todo[0][0].name if len(todo) == 1 else f"{len(todo)} videos"
+    with contextlib.closing(stream), tqdm(total=total, unit="clip", desc=desc) as bar, torch.inference_mode():
+        for video, out in todo:
+            bar.set_postfix_str(video.name, refresh=False)
+            with atomic_path(out) as tmp:
+                writer = StoreWriter(zarr.open_group(tmp, mode="w"), video, layers, model.preset.width, tokens,
+                                     expect[video]["snippets"])
+                for clips in stream:
+                    if clips is None:
+                        break
+                    with autocast:
+                        taps = model(torch.from_numpy(clips).to(device, non_blocking=True), layers)
+                        rows = {"pooled": torch.stack([model.pool(x, layer) for x, layer in zip(taps, layers)])}
+                        if tokens:
+                            rows["temporal"] = torch.stack([model.pool(x, layer, temporal=True)
+                                                            for x, layer in zip(taps, layers)])
+                    writer.append({k: v.float().cpu().numpy() for k, v in rows.items()})
+                    bar.update(len(clips))
+                attrs[video] = writer.finish(preset=settings["preset"], video=video.stem,
+                                             **{k: v for k, v in expect[video].items() if k not in writer.KNOWN})
+    return {video: attrs[video] for video in videos}, [out for _, out in todo]
+
+
+def build(video, out, settings, snippet_frames=16, stride=4, batch=8, device="auto"):
+    """One video's store (see `build_all`); returns its attributes."""
+    attrs, _ = build_all([video], [out], settings, snippet_frames, stride, batch, device)
+    return attrs[Path(video)]
+
+
+def write_index(annotations, folder, out, subsets=None, expect=None, allow_missing=False):
+    """Check the store of every video of a dataset (in `subsets`) and list them:
+    {video: {path, snippets}}, and the videos without one."""
+    paths, missing = video_paths(annotations, folder, ".zarr", subsets, allow_missing)
+    stores = {video: {"path": str(path), "snippets": open_cache(path, expect).snippets}
+              for video, path in paths.items()}
+    write_json(out, {"stores": stores, "missing": missing})
+    return stores
+
+
+def feature_sources(source):
+    """{name: loader} of published features: a folder of `<name>.npy` or one HDF5 file."""
+    source = Path(source)
+    if source.is_dir():
+        return {p.stem: (lambda p=p: np.load(p, mmap_mode="r")) for p in sorted(source.glob("*.npy"))}
+    if not source.is_file():
+        raise InputError(f"{source}: features not found (a folder of .npy files or an HDF5 file)")
+    import h5py
+
+    try:
+        with h5py.File(source, "r") as f:
+            names = [name for name in f if isinstance(f[name], h5py.Dataset)]
+    except OSError as err:
+        raise InputError(f"{source}: not a readable HDF5 file ({err})") from None
+
+    def reader(name):
+        with h5py.File(source, "r") as f:
+            return f[name][()]
+
+    return {name: (lambda name=name: reader(name)) for name in names}
+
+
+def import_features(source, annotations, out_dir, index, name, snippet_frames=16, stride=4, fps=None,
+                    missing="error", subsets=None):
+    """Write published per-video features (T x C) as caches holding one layer (-1), so that a
+    head can be trained without videos. Videos are matched by name or by file stem."""
+    database = dataset_videos(annotations, subsets)
+    sources = feature_sources(source)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)  # the stage's output, even if every video is skipped
+    found, absent, channels = {}, [], None
+    for video, entry in database.items():
+        key = video if video in sources else entry.get("file") if entry.get("file") in sources else None
+        if key is None:
+            absent.append(video)
+        else:
+            found[video] = key
+    if absent:
+        log.warning("%s: no features for %d video(s): %s", source, len(absent), ", ".join(absent))
+        if missing == "error":
+            raise InputError(f"{source}: no features for {len(absent)} of {len(database)} videos, e.g. "
+                             f"{', '.join(absent[:10])} (all listed above; --missing skip goes on without them)")
+    for video, key in tqdm(found.items(), unit="video", desc="import"):
+        features = np.asarray(sources[key]())
+        where = f"{source}: {key}"
+        if features.ndim != 2 or not features.shape[0]:
+            raise InputError(f"{where}: features of shape {features.shape}, expected (snippets, channels)")
+        if channels is None:
+            channels = features.shape[1]
+        elif features.shape[1] != channels:
+            raise InputError(f"{where}: {features.shape[1]} channels, the videos before it have {channels}")
+        video_fps = fps or database[video]["fps"]
+        if not video_fps:
+            raise InputError(f"{annotations}: no fps for {video}; give the features' fps (--fps)")
+        expected = snippet_count(round(database[video]["duration"] * video_fps), snippet_frames, stride)
+        if abs(features.shape[0] - expected) > max(2, 0.05 * expected):
+            log.warning("%s: %d snippets, but %.1f s at %g fps with stride %d gives %d: check fps and stride",
+                        where, features.shape[0], database[video]["duration"], video_fps, stride, expected)
+        write_store(out_dir / f"{video}.zarr", where, [-1], np.asarray(features, np.float32)[None],
+                    backbone=name, preset="imported", identity=f"imported:{Path(source).name}",
+                    snippet_frames=snippet_frames, stride=stride, fps=video_fps, pixels=None,
+                    precision=str(features.dtype), video=video, source_key=key)
+    return write_index(annotations, out_dir, index, subsets, allow_missing=True)
+

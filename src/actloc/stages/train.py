@@ -1,0 +1,58 @@
+"""Train stage: one method (its features + the head) against the cache, never touching the
+backbone, through the shared loop (engine.loop). The method's own training, where it has one
+(LoFi's stage A on decoded videos), is dispatched by the command line instead.
+"""
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+
+from ..engine import loop
+from ..engine.device import make_deterministic, resolve_device
+from ..methods import detector
+from ..settings import TrainConfig, full_settings
+from ..store import windows
+
+log = logging.getLogger(__name__)
+
+
+STATISTICS_VIDEOS = 64  # the input standardisation is estimated on at most this many training videos
+
+
+def train(index, annotations, subset, settings, out_model, out_log, out_summary, checkpoint=None, device="auto"):
+    """The `actloc train` command for the methods that train on a cache. Returns the summary
+    written to `out_summary`."""
+    settings = full_settings(settings)
+    cfg = TrainConfig(**settings["train"])
+    device = resolve_device(device)
+    make_deterministic(cfg.seed)
+    videos, classes = windows.load(index, annotations, subset)
+    attrs = videos[0].cache.attrs
+    net = detector.build(settings, attrs["channels"], len(attrs["layers"]), len(classes)).to(device)
+    layers, temporal = net.reads
+    reads = windows.KeptReads(cfg.memory_mb)
+    net.fit_standardisation(reads.read(v, layers=layers, temporal=temporal) for v in videos[:STATISTICS_VIDEOS])
+    store = {k: attrs[k] for k in windows.SHARED_ATTRS}
+    key = loop.fingerprint({"settings": settings, "store": store}, index, annotations)
+
+    def step_losses(epoch, generator):
+        order = torch.randperm(len(videos), generator=generator).tolist()
+        for first in range(0, len(order), cfg.batch):
+            chosen = [videos[i] for i in order[first:first + cfg.batch]]
+            spans = [windows.training_window(v.length, v.segments, cfg.max_length, generator, cfg.keep_fraction)
+                     for v in chosen]
+            batch = windows.collate(chosen, spans, layers, temporal, net.head.max_stride, reads)
+            batch = windows.to_device(batch, device)
+            yield net.head.loss(net(batch), batch["targets"])
+
+    groups = loop.parameter_groups(net, cfg.weight_decay, cfg.lr)
+    trained, rows = loop.optimise(net, groups, cfg, math.ceil(len(videos) / cfg.batch), step_losses, key,
+                                  checkpoint, device, f"train {settings['method']}")
+    summary = loop.summarise(settings["method"], cfg, rows, len(videos), net, device)
+    detector.save(out_model, trained, settings, classes, store, summary)
+    loop.write_log(out_log, out_summary, rows, summary)
+    if checkpoint:
+        Path(checkpoint).unlink(missing_ok=True)
+    return summary

@@ -1,0 +1,189 @@
+"""A video's Zarr store: what the cache stage writes and training reads.
+
+A store `{video}.zarr` holds, for its tapped layers (attribute `layers`, 1-based blocks; -1 for
+imported features, whose source layer is unknown):
+
+- `pooled`   (layers, T, C) float16: each snippet's tokens averaged over space and time;
+- `temporal` (layers, T, t, C) float16, when configured: averaged over space only, one vector
+  per tubelet step (t = snippet frames / 2).
+
+Arrays are chunked along T and written a shard at a time, so memory stays bounded whatever the
+video's length. The store is written under a temporary name and renamed once complete.
+"""
+
+import math
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+from zarr.codecs import BloscCodec
+
+from ..io import InputError, atomic_path
+
+FORMAT = 1  # the `actloc_cache` attribute: bumped when the layout changes
+
+
+CHUNK = 256  # snippets per chunk
+
+
+SHARD = 1024  # snippets per shard file: few files per video, bounded write buffer
+
+
+COMPRESSOR = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
+
+
+# Recorded on every store and compared by `open_cache(expect=...)`.
+REQUIRED_ATTRS = ("backbone", "preset", "identity", "layers", "snippet_frames", "stride", "fps", "pixels",
+                  "snippets", "channels", "temporal", "precision", "actloc_version")
+
+
+class StoreWriter:
+    """Appends snippets' activations to a new store's arrays, one full shard per write, then
+    records the attributes. `source` names the input in errors."""
+
+    KNOWN = ("layers", "snippets", "channels", "temporal")  # attributes the writer records itself
+
+    def __init__(self, group, source, layers, channels, tokens, expected):
+        self.group, self.source, self.layers, self.channels, self.tokens = group, source, layers, channels, tokens
+        self.arrays, self.buffers = {}, {}
+        for name, shape in (("pooled", (channels,)), ("temporal", (tokens, channels))):
+            if name == "temporal" and not tokens:
+                continue
+            self.arrays[name] = group.create_array(
+                name, shape=(len(layers), max(expected, 1), *shape), dtype="float16",
+                chunks=(1, CHUNK, *shape), shards=(len(layers), SHARD, *shape),
+                compressors=COMPRESSOR, fill_value=np.nan)  # a missing chunk reads as NaN, never as data
+            self.buffers[name] = np.empty((len(layers), SHARD, *shape), np.float16)
+        self.written = self.filled = 0
+
+    def append(self, rows):
+        """rows: {'pooled': (layers, n, C), 'temporal': (layers, n, t, C)} as float arrays."""
+        n, offset = next(iter(rows.values())).shape[1], 0
+        while offset < n:
+            take = min(n - offset, SHARD - self.filled)
+            for name, buffer in self.buffers.items():
+                values = rows[name][:, offset:offset + take]
+                if not np.isfinite(values).all():
+                    raise InputError(f"{self.source}: {name} activations are not finite (overflow in the backbone?)")
+                buffer[:, self.filled:self.filled + take] = values
+            self.filled += take
+            offset += take
+            if self.filled == SHARD:
+                self.flush()
+
+    def flush(self):
+        stop = self.written + self.filled
+        for name, array in self.arrays.items():
+            if stop > array.shape[1]:
+                array.resize((array.shape[0], stop, *array.shape[2:]))
+            array[:, self.written:stop] = self.buffers[name][:, :self.filled]
+        self.written, self.filled = stop, 0
+
+    def finish(self, **attrs):
+        """Write what is buffered, trim the arrays to the rows written, and record `attrs` with
+        what the writer knows (layers, snippets, channels, temporal, format and version)."""
+        self.flush()
+        if not self.written:
+            raise InputError(f"{self.source}: no frame could be read")
+        for array in self.arrays.values():
+            array.resize((array.shape[0], self.written, *array.shape[2:]))
+        attrs = {"actloc_cache": FORMAT, **attrs, "layers": self.layers, "snippets": self.written,
+                 "channels": self.channels, "temporal": bool(self.tokens), "actloc_version": version("actloc")}
+        self.group.attrs.update(attrs)
+        return attrs
+
+
+def write_store(path, source, layers, pooled, temporal=None, **attrs):
+    """A complete store from activations in memory: pooled (layers, T, C) [temporal (layers, T,
+    t, C)], with `attrs` (the REQUIRED_ATTRS the writer does not know)."""
+    rows = {"pooled": pooled} if temporal is None else {"pooled": pooled, "temporal": temporal}
+    with atomic_path(path) as tmp:
+        writer = StoreWriter(zarr.open_group(tmp, mode="w"), source, layers, pooled.shape[-1],
+                             0 if temporal is None else temporal.shape[2], pooled.shape[1])
+        writer.append(rows)
+        return writer.finish(**attrs)
+
+
+class Cache:
+    """One video's store, opened and checked by `open_cache`."""
+
+    def __init__(self, path, group):
+        self.path, self.group, self.attrs = path, group, dict(group.attrs)
+        self.layers = list(self.attrs["layers"])
+        self.snippets = self.attrs["snippets"]
+
+    def layer_index(self, layers):
+        if layers is None:
+            return list(range(len(self.layers)))
+        if layers == "last":
+            return [len(self.layers) - 1]
+        absent = [layer for layer in layers if layer not in self.layers]
+        if absent:
+            raise InputError(f"{self.path}: holds layers {self.layers}, not {absent}; rebuild the cache "
+                             f"with those layers tapped")
+        return [self.layers.index(layer) for layer in layers]
+
+    def read(self, start=0, stop=None, layers=None, temporal=False):
+        """float32 tensors {'pooled': (layers, n, C)[, 'temporal': (layers, n, t, C)]} for
+        snippets [start, stop); `layers` a list of tapped layers, None for all, or 'last'."""
+        stop = self.snippets if stop is None else stop
+        if not 0 <= start < stop <= self.snippets:
+            raise ValueError(f"{self.path}: snippets [{start}, {stop}) outside [0, {self.snippets})")
+        if temporal and not self.attrs["temporal"]:
+            raise InputError(f"{self.path}: has no temporal tokens; rebuild the cache with temporal: true")
+        index = self.layer_index(layers)
+        out = {}
+        for name in ("pooled", "temporal") if temporal else ("pooled",):
+            array = self.group[name]
+            try:
+                # One basic slice per layer: zarr's orthogonal selection is ~50x slower here.
+                values = np.stack([array[layer, start:stop] for layer in index])
+            except Exception as err:  # zarr and the codecs raise many types for damaged chunks
+                raise InputError(f"{self.path}: {name} cannot be read ({err}); delete the store and "
+                                 f"rerun the cache stage") from None
+            if np.isnan(values).any():
+                raise InputError(f"{self.path}: {name} has missing chunks (a truncated store); delete it "
+                                 f"and rerun the cache stage")
+            out[name] = torch.from_numpy(values.astype(np.float32))
+        return out
+
+
+def open_cache(path, expect=None):
+    """Open a store and check it is a complete actloc cache whose attributes equal `expect`."""
+    path = Path(path)
+    rebuild = "delete it and rerun the cache stage (snakemake --forcerun cache ...)"
+    if not (path / "zarr.json").is_file():
+        raise InputError(f"{path}: no cache store here; build it with the cache stage")
+    try:
+        group = zarr.open_group(path, mode="r")
+        attrs = dict(group.attrs)
+    except Exception as err:
+        raise InputError(f"{path}: not a readable Zarr store ({err}); {rebuild}") from None
+    if "actloc_cache" not in attrs:
+        raise InputError(f"{path}: not an actloc cache (no actloc_cache attribute); {rebuild}")
+    if attrs["actloc_cache"] != FORMAT:
+        raise InputError(f"{path}: cache format {attrs['actloc_cache']}, this actloc reads {FORMAT}; {rebuild}")
+    absent = [key for key in REQUIRED_ATTRS if key not in attrs]
+    if absent:
+        raise InputError(f"{path}: attribute(s) {', '.join(absent)} missing; {rebuild}")
+    differ = [f"{key} is {attrs.get(key)!r}, expected {value!r}" for key, value in (expect or {}).items()
+              if attrs.get(key) != value]
+    if differ:
+        raise InputError(f"{path}: built with other settings ({'; '.join(differ)}); {rebuild}")
+    names = ["pooled", "temporal"] if attrs["temporal"] else ["pooled"]
+    for name in names:
+        if name not in group:
+            raise InputError(f"{path}: array {name!r} missing (a truncated store); {rebuild}")
+        array = group[name]
+        if array.shape[:2] != (len(attrs["layers"]), attrs["snippets"]) or array.shape[-1] != attrs["channels"]:
+            raise InputError(f"{path}: {name} has shape {array.shape}, its attributes say "
+                             f"({len(attrs['layers'])}, {attrs['snippets']}, ..., {attrs['channels']}); {rebuild}")
+        # Every shard is one file under <array>/c/; zarr reads an absent one as fill values.
+        shards = math.prod(math.ceil(size / shard) for size, shard in zip(array.shape, array.shards))
+        present = sum(p.is_file() for p in (path / name / "c").rglob("*"))
+        if present != shards:
+            raise InputError(f"{path}: {name} has {present} of its {shards} shard files (a truncated "
+                             f"store); {rebuild}")
+    return Cache(path, group)
