@@ -1,13 +1,120 @@
-"""config.yaml entries as the settings of `actloc` commands (imported by the Snakefile, so no torch)."""
+"""config.yaml, read once: its cross-checks and the options of the `actloc` commands it drives.
+
+The Snakefile validates config.yaml against its schema, then calls `check`; rules get their
+command options from the functions here. No torch is imported (the Snakefile imports this
+module), so method types are checked by finding their modules, not by loading them.
+"""
+
+import shlex
+
+from . import datasets, methods
+from .backbones.presets import PRESETS, TUBELET
+from .settings import LofiConfig, LosaConfig, TrainConfig, head_config
+
+# Folders of results/{ds}/ that a method's results/{ds}/{method}/ must not shadow.
+RESERVED = {"cache", "videos", "source", "logs", "benchmarks"}
+# The built-in methods' own settings, checked at parse time; another method's own entry is
+# checked by its dataclass when it trains.
+OWN_SETTINGS = {"losa": LosaConfig, "lofi": LofiConfig}
+
+
+class ConfigError(ValueError):
+    """A config.yaml that cannot run; its message is one line naming the entry."""
+
+
+def lofi_methods(config):
+    """The LoFi methods: each one's tuned backbone is a backbone named after it."""
+    return [m for m, entry in config["methods"].items() if entry["type"] == "lofi"]
+
+
+def imported_features(config):
+    """Names of published features imported as caches, over every dataset."""
+    return sorted({name for d in config["datasets"].values() for name in d.get("features", {})})
+
+
+def check_settings(where, make, entry):
+    """`make(**entry)` (a settings dataclass), or a ConfigError naming `where`."""
+    try:
+        return make(**entry)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"config.yaml: {where}: {err}") from None
+
+
+def check(config):
+    """Every cross-check of a schema-valid config.yaml; the first failure is a ConfigError."""
+    backbones, methods_ = list(config["backbones"]), config["methods"]
+    lofi, imported = lofi_methods(config), imported_features(config)
+    for ds in config["targets"]:
+        if ds not in config["datasets"]:
+            raise ConfigError(f"config.yaml: targets names {ds!r}, which is not under datasets")
+    for name, entry in methods_.items():
+        if name in RESERVED:
+            raise ConfigError(f"config.yaml: method name {name!r} is reserved for a folder of results/<dataset>/")
+        if not methods.exists(entry["type"]):
+            raise ConfigError(f"config.yaml: method {name!r} has type {entry['type']!r}, which is no method "
+                              f"(no module {methods.module_name(entry['type'])})")
+        own = dict(entry.get(entry["type"], {}))
+        if entry["type"] == "lofi":  # LoFi's stage A has training settings of its own
+            check_settings(f"methods.{name}.lofi.train", TrainConfig, own.pop("train", {}))
+        if entry["type"] in OWN_SETTINGS:
+            check_settings(f"methods.{name}.{entry['type']}", OWN_SETTINGS[entry["type"]], own)
+        check_settings(f"methods.{name}.train", TrainConfig, entry.get("train", {}))
+    for name in set(imported) & set(backbones):
+        raise ConfigError(f"config.yaml: {name!r} names both a backbone and imported features")
+    for name in set(lofi) & (set(backbones) | set(imported)):
+        raise ConfigError(f"config.yaml: {name!r} names both a LoFi method (whose tuned backbone takes its name) "
+                          "and a backbone or imported features")
+    for ds, d in config["datasets"].items():
+        check_dataset(config, ds, d)
+
+
+def check_dataset(config, ds, d):
+    where = f"config.yaml: dataset {ds!r}"
+    if not datasets.exists(d["type"]):
+        raise ConfigError(f"{where} has type {d['type']!r}, which is no dataset type (no module "
+                          f"actloc.datasets.{d['type']})")
+    features = d.get("features", {})
+    if d["backbone"] not in list(config["backbones"]) + list(features):
+        raise ConfigError(f"{where} uses backbone {d['backbone']!r}, which is neither under backbones nor under "
+                          "its features")
+    frames, stride = d["snippets"]["frames"], d["snippets"]["stride"]
+    if frames % TUBELET:
+        raise ConfigError(f"{where}: snippets.frames {frames} is not a multiple of the backbone's tubelet "
+                          f"({TUBELET} frames)")
+    if stride > frames:
+        raise ConfigError(f"{where}: snippets.stride {stride} is larger than snippets.frames {frames}: frames "
+                          "between snippets would be skipped")
+    check_settings(f"dataset {ds!r}: head", lambda **entry: head_config(entry), d.get("head", {}))
+    check_settings(f"dataset {ds!r}: train", TrainConfig, d.get("train", {}))
+    entry = config["backbones"].get(d["backbone"])
+    channels = PRESETS[entry["preset"]].width if entry else None  # imported features: known once imported
+    for method in d["methods"]:
+        if method not in config["methods"]:
+            raise ConfigError(f"{where} lists method {method!r}, which is not under methods")
+        m = config["methods"][method]
+        if m["type"] == "lofi" and not entry:
+            raise ConfigError(f"{where} lists LoFi method {method!r}, which tunes the backbone on videos, but its "
+                              f"backbone {d['backbone']!r} is imported features")
+        if m["type"] == "losa" and channels:
+            losa = LosaConfig(**m.get("losa", {}))
+            try:
+                losa.adapter_width(channels)
+            except ValueError as err:
+                raise ConfigError(f"config.yaml: methods.{method}.losa on dataset {ds!r} (backbone "
+                                  f"{d['backbone']!r}, {channels} channels): {err}") from None
+
 
 
 def method_settings(config, dataset, method):
-    """`actloc train --settings` from config.yaml: the method's type and adapter settings, the
+    """`actloc train --settings` from config.yaml: the method's type and own settings, the
     dataset's head, and the dataset's training settings overridden by the method's. A LoFi
     method's head trains on its tuned backbone's cache exactly as head_only (stage B)."""
     entry, data_entry = config["methods"][method], config["datasets"][dataset]
-    return {"method": "head_only" if entry["type"] == "lofi" else entry["type"], "head": data_entry.get("head", {}),
-            "losa": entry.get("losa", {}), "train": {**data_entry.get("train", {}), **entry.get("train", {})}}
+    kind = "head_only" if entry["type"] == "lofi" else entry["type"]
+    name = kind.rsplit(".", 1)[-1]  # a method's own entry is named after it
+    own = {name: entry[name]} if name in entry else {}
+    return {"method": kind, "head": data_entry.get("head", {}), **own,
+            "train": {**data_entry.get("train", {}), **entry.get("train", {})}}
 
 
 def lofi_settings(config, dataset, method):
@@ -16,8 +123,36 @@ def lofi_settings(config, dataset, method):
     by the `lofi.train` ones."""
     entry, data_entry = config["methods"][method], config["datasets"][dataset]
     lofi = dict(entry.get("lofi", {}))
-    snippets = data_entry.get("snippets", {})
+    snippets = data_entry["snippets"]
     return {"method": "lofi", "head": data_entry.get("head", {}),
             "lofi": {key: value for key, value in lofi.items() if key != "train"}
-            | {"snippet_frames": snippets.get("frames", 16), "stride": snippets.get("stride", 4)},
+            | {"snippet_frames": snippets["frames"], "stride": snippets["stride"]},
             "train": {**data_entry.get("train", {}), **entry.get("train", {}), **lofi.get("train", {})}}
+
+
+def demo_options(dataset, keys=None):
+    """A demo dataset's settings (or only `keys` of them) as `actloc` options."""
+    return shlex.join(arg for key, value in dataset["demo"].items() if keys is None or key in keys
+                      for arg in (f"--{key.replace('_', '-')}", str(value)))
+
+
+def annotation_options(dataset):
+    """`actloc annotations` options of a dataset entry (its --type aside)."""
+    if dataset["type"] == "demo":
+        return demo_options(dataset)
+    args = ["--source", dataset["annotations"], "--out-of-range", dataset["out_of_range"]]
+    if dataset["type"] == "activitynet":
+        args += ["--video-prefix", dataset["video_prefix"]]
+    if "metadata" in dataset:
+        args += ["--metadata", dataset["metadata"]]
+    return shlex.join(args)
+
+
+def backbone_options(entry):
+    """A backbone entry as `actloc backbone` options."""
+    args = ["--preset", entry["preset"], "--seed", str(entry["seed"]), "--precision", entry["precision"]]
+    args += ["--checkpoint", entry["checkpoint"]] if "checkpoint" in entry else []
+    args += ["--pixels", str(entry["pixels"])] if "pixels" in entry else []
+    args += ["--layers", *map(str, entry["layers"])] if "layers" in entry else []
+    args += ["--temporal" if entry["temporal"] else "--no-temporal"]
+    return shlex.join(args)

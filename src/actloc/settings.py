@@ -66,6 +66,14 @@ class LosaConfig:
     short_window: int = 2  # the short-range adapter sees snippets i-w .. i+w
     long_window: int | None = None  # None: the whole video; else only snippets within +-window
 
+    def __post_init__(self):
+        for name in ("reduction", "heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"losa: {name} must be at least 1, got {getattr(self, name)}")
+        if self.short_window < 0 or (self.long_window is not None and self.long_window < 1):
+            raise ValueError(f"losa: windows must be short_window >= 0 and long_window >= 1 (or null), got "
+                             f"{self.short_window} and {self.long_window}")
+
     def adapter_width(self, channels):
         """The adapters' width for features of `channels`; ValueError when the heads do not divide it."""
         width = channels // self.reduction

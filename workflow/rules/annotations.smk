@@ -7,18 +7,6 @@ def annotation_sources(wildcards):
     return [d["annotations"]] if "annotations" in d else []
 
 
-def annotation_args(wildcards):
-    d = dataset(wildcards)
-    if d["type"] == "demo":
-        return demo_args(wildcards)
-    args = ["--source", d["annotations"], "--out-of-range", d["out_of_range"]]
-    if d["type"] == "activitynet":
-        args += ["--video-prefix", d["video_prefix"]]
-    if "metadata" in d:
-        args += ["--metadata", d["metadata"]]
-    return shlex.join(args)
-
-
 checkpoint annotations:
     input:
         annotation_sources,
@@ -35,7 +23,7 @@ checkpoint annotations:
         runtime=10,
     params:
         type=lambda wildcards: dataset(wildcards)["type"],
-        args=annotation_args,
+        args=lambda wildcards: annotation_options(dataset(wildcards)),
     shell:
         "actloc annotations --type {params.type} {params.args}"
         " --out {output.json:q} --classes {output.classes:q} 2> {log:q}"

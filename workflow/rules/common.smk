@@ -10,7 +10,17 @@ from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 
 from actloc import chunks
-from actloc.config import lofi_settings, method_settings
+from actloc.config import (
+    ConfigError,
+    annotation_options,
+    backbone_options,
+    check as check_config,
+    demo_options,
+    imported_features,
+    lofi_methods,
+    lofi_settings,
+    method_settings,
+)
 from actloc.io import find_video
 
 # Rules run the `actloc` installed beside the Python that runs Snakemake, so that
@@ -25,52 +35,18 @@ if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
         )
     shell.prefix(f'export PATH={shlex.quote(str(ACTLOC_BIN))}:"$PATH"; ')
 
+try:
+    check_config(config)
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+
 DEMO_DATASETS = [ds for ds, d in config["datasets"].items() if d["type"] == "demo"]
 BACKBONES = list(config["backbones"])
 # Published features imported as caches, named per dataset under `features`.
-IMPORTED = sorted({name for d in config["datasets"].values() for name in d["features"]})
+IMPORTED = imported_features(config)
 METHODS = list(config["methods"])
 # A LoFi method's tuned backbone is a backbone named after the method, built per dataset.
-LOFI = [m for m, entry in config["methods"].items() if entry["type"] == "lofi"]
-# Folders of results/{ds}/ that a method's results/{ds}/{method}/ must not shadow.
-RESERVED = {"cache", "videos", "source", "logs", "benchmarks"}
-
-for ds in config["targets"]:
-    if ds not in config["datasets"]:
-        raise ValueError(
-            f"config.yaml: targets names {ds!r}, which is not under datasets"
-        )
-for ds, d in config["datasets"].items():
-    if d["backbone"] not in BACKBONES + list(d["features"]):
-        raise ValueError(
-            f"config.yaml: dataset {ds!r} uses backbone {d['backbone']!r}, which is"
-            " neither under backbones nor under its features"
-        )
-for name in set(METHODS) & RESERVED:
-    raise ValueError(
-        f"config.yaml: method name {name!r} is reserved for a folder of results/<dataset>/"
-    )
-for ds, d in config["datasets"].items():
-    for method in set(d["methods"]) - set(METHODS):
-        raise ValueError(
-            f"config.yaml: dataset {ds!r} lists method {method!r}, which is not under methods"
-        )
-for name in set(IMPORTED) & set(BACKBONES):
-    raise ValueError(
-        f"config.yaml: {name!r} names both a backbone and imported features"
-    )
-for name in set(LOFI) & (set(BACKBONES) | set(IMPORTED)):
-    raise ValueError(
-        f"config.yaml: {name!r} names both a LoFi method (whose tuned backbone takes its name)"
-        " and a backbone or imported features"
-    )
-for ds, d in config["datasets"].items():
-    for method in set(d["methods"]) & set(LOFI):
-        if d["backbone"] not in BACKBONES:
-            raise ValueError(
-                f"config.yaml: dataset {ds!r} lists LoFi method {method!r}, which tunes the backbone"
-                f" on videos, but its backbone {d['backbone']!r} is imported features"
-            )
+LOFI = lofi_methods(config)
 
 
 wildcard_constraints:
@@ -85,12 +61,7 @@ def dataset(wildcards):
 
 def demo_args(wildcards, keys=None):
     """The demo settings (or only `keys` of them) as `actloc` options."""
-    settings = dataset(wildcards)["demo"]
-    return " ".join(
-        f"--{key.replace('_', '-')} {value}"
-        for key, value in settings.items()
-        if keys is None or key in keys
-    )
+    return demo_options(dataset(wildcards), keys)
 
 
 @cache
@@ -185,20 +156,7 @@ def chunk_runtime(minutes_per_video):
 
 def backbone_args(wildcards):
     """The backbone's config entry as `actloc backbone` options."""
-    b = config["backbones"][wildcards.backbone]
-    args = [
-        "--preset",
-        b["preset"],
-        "--seed",
-        str(b["seed"]),
-        "--precision",
-        b["precision"],
-    ]
-    args += ["--checkpoint", b["checkpoint"]] if "checkpoint" in b else []
-    args += ["--pixels", str(b["pixels"])] if "pixels" in b else []
-    args += ["--layers", *map(str, b["layers"])] if "layers" in b else []
-    args += ["--temporal" if b["temporal"] else "--no-temporal"]
-    return shlex.join(args)
+    return backbone_options(config["backbones"][wildcards.backbone])
 
 
 def backbone_json(wildcards):

@@ -1,7 +1,7 @@
 """Methods: what each reads from the cache and the module that turns it into the head's input.
 
 A method is a module holding `METHOD = Method(...)`: a module of this package named after it
-(config.yaml's `type: losa`), or any importable module named by its dotted path
+(config.yaml's `type: losa`), or any importable module, by its name or dotted path
 (`type: mylab.methods.toy`). `get` finds it; nothing else lists the methods. No torch here:
 the Snakefile checks config.yaml's types with `exists`. See docs/extending.md.
 """
@@ -33,18 +33,24 @@ class Method:
             raise ValueError(f"method {self.name}: layers must be 'last' or 'all', got {self.layers!r}")
 
 
+def find(module):
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a dotted name whose package does not exist
+        return False
+
+
 def module_name(name):
-    return name if "." in name else f"{__name__}.{name}"
+    """The module of method `name`: this package's, else the importable module of that name."""
+    own = f"{__name__}.{name}"
+    return own if "." not in name and find(own) else name
 
 
 def exists(name):
     """Whether `name` is a method's module, found without importing it."""
     if not isinstance(name, str) or name in PARTS or not all(part.isidentifier() for part in name.split(".")):
         return False
-    try:
-        return importlib.util.find_spec(module_name(name)) is not None
-    except ModuleNotFoundError:  # a dotted name whose package does not exist
-        return False
+    return find(module_name(name))
 
 
 def get(name):
@@ -54,4 +60,6 @@ def get(name):
     method = getattr(importlib.import_module(module_name(name)), "METHOD", None)
     if not isinstance(method, Method):
         raise ValueError(f"module {module_name(name)} holds no METHOD = actloc.methods.Method(...)")
+    if method.name != name.rsplit(".", 1)[-1]:  # its own settings entry is found by this name
+        raise ValueError(f"module {module_name(name)}: METHOD is named {method.name!r}, not after its module")
     return method

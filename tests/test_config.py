@@ -1,0 +1,109 @@
+import copy
+import dataclasses
+import re
+import shlex
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from actloc import config as cfg
+from actloc.datasets.demo import plan
+from actloc.settings import HeadConfig, LofiConfig, LosaConfig, TrainConfig
+from conftest import ROOT
+
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    validate(config, str(SCHEMA))
+    return config
+
+
+def test_the_shipped_config_passes_every_check(shipped):
+    cfg.check(shipped)
+    assert cfg.lofi_methods(shipped) == ["lofi"] and cfg.imported_features(shipped) == []
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["methods"]["losa"].update(losa={"reduction": 4, "heads": 7}),
+     "methods.losa.losa on dataset 'demo' (backbone 'tiny-random', 192 channels): losa: adapter width 48 "
+     "(channels 192 / reduction 4) is not a multiple of heads 7"),
+    (lambda c: c["datasets"]["demo"]["snippets"].update(stride=20), "dataset 'demo': snippets.stride 20 is larger"),
+    (lambda c: c["datasets"]["demo"]["snippets"].update(frames=15), "snippets.frames 15 is not a multiple"),
+    (lambda c: c["methods"]["losa"].update(type="lossa"), "method 'losa' has type 'lossa', which is no method"),
+    (lambda c: c["methods"]["losa"].update(losa={"heads": 0}), "methods.losa.losa"),
+    (lambda c: c["methods"]["lofi"]["lofi"].update(fidelity="X"), "methods.lofi.lofi: fidelity must be one of"),
+    (lambda c: c["methods"]["lofi"]["lofi"].update(train={"epoch": 1}), "methods.lofi.lofi.train: "),
+    (lambda c: c["datasets"]["demo"].update(train={"epoch": 1}), "dataset 'demo': train: "),
+    (lambda c: c["datasets"]["demo"].update(head={"levels": 2}), "dataset 'demo': head: head: 2 levels need"),
+    (lambda c: c["datasets"]["demo"].update(type="kinetics"), "dataset 'demo' has type 'kinetics'"),
+    (lambda c: c.update(targets=["nope"]), "targets names 'nope'"),
+    (lambda c: c["methods"].update(cache={"type": "head_only"}), "method name 'cache' is reserved"),
+    (lambda c: c["backbones"].update(lofi={"preset": "tiny"}), "'lofi' names both a LoFi method"),
+])
+def test_each_cross_check_is_one_error_naming_the_entry(shipped, change, message):
+    config = copy.deepcopy(shipped)
+    change(config)
+    with pytest.raises(cfg.ConfigError) as caught:
+        cfg.check(config)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def described_defaults(properties):
+    """{setting: the default a schema description states in its trailing "(...)"}."""
+    found = {}
+    for key, prop in properties.items():
+        match = re.search(r"\(([^()]*)\)$", str(prop.get("description", "")).strip())
+        if match and "..." not in match.group(1):  # "([0,4] ... [64,10000])" abridges a default
+            value = yaml.safe_load(match.group(1))
+            found[key] = float(value) if isinstance(value, str) and re.fullmatch(r"[\d.]+e-?\d+", value) else value
+    return found
+
+
+@pytest.mark.parametrize("path, settings", [
+    (("$defs", "head", "properties"), HeadConfig), (("$defs", "train", "properties"), TrainConfig),
+    (("$defs", "method", "properties", "losa", "properties"), LosaConfig),
+    (("$defs", "method", "properties", "lofi", "properties"), LofiConfig),
+])
+def test_the_schema_states_the_codes_defaults(path, settings):
+    node = yaml.safe_load(SCHEMA.read_text())
+    for key in path:
+        node = node[key]
+    fields = {f.name: f.default for f in dataclasses.fields(settings)}
+    # Every setting the schema takes exists in code, and every default it states is the code's.
+    assert set(node) - {"train"} <= set(fields)
+    stated = described_defaults(node)
+    assert stated, "the schema states no default here"
+    for key, value in stated.items():
+        assert value == fields[key], key
+
+
+def test_the_demo_defaults_of_schema_and_code_agree():
+    node = yaml.safe_load(SCHEMA.read_text())["$defs"]["dataset"]["properties"]["demo"]["properties"]
+    defaults = {name: p.default for name, p in __import__("inspect").signature(plan).parameters.items()}
+    assert {key: prop["default"] for key, prop in node.items()} == defaults
+
+
+def test_command_options_from_config_entries(shipped):
+    demo = shipped["datasets"]["demo"]
+    assert shlex.split(cfg.demo_options(demo, ("seed", "min_seconds"))) == ["--seed", "0", "--min-seconds", "20"]
+    assert shlex.split(cfg.annotation_options(shipped["datasets"]["thumos"])) == [
+        "--source", "resources/thumos14", "--out-of-range", "clip"]
+    assert "--video-prefix" in cfg.annotation_options(shipped["datasets"]["anet"])
+    assert shlex.split(cfg.backbone_options(shipped["backbones"]["tiny-random"])) == [
+        "--preset", "tiny", "--seed", "0", "--precision", "fp32", "--pixels", "16", "--layers", "1", "2", "3", "4",
+        "--temporal"]
+
+
+def test_method_settings_merge_dataset_and_method(shipped):
+    losa = cfg.method_settings(shipped, "demo", "losa")
+    assert losa["method"] == "losa" and losa["losa"]["heads"] == 8
+    assert losa["train"] == shipped["datasets"]["demo"]["train"] and losa["head"]["width"] == 128
+    # LoFi's stage B is a head_only head on the tuned cache; its stage A gets the snippet protocol.
+    assert cfg.method_settings(shipped, "demo-full", "lofi")["method"] == "head_only"
+    stage_a = cfg.lofi_settings(shipped, "demo-full", "lofi")
+    assert stage_a["lofi"]["snippet_frames"] == 16 and stage_a["lofi"]["stride"] == 4
+    assert stage_a["train"]["epochs"] == 20
