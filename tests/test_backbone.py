@@ -14,7 +14,7 @@ GIANT_PARAMETERS = 1_011_000_000  # VideoMAEv2 ViT-g without its classifier, abo
 
 
 def official_layout(preset, final_norm="fc_norm", classes=0):
-    """Key names and shapes of a published encoder, written out from DESIGN section 12."""
+    """Key names and shapes of a published encoder, written out from docs/usage.md#backbones-and-checkpoints."""
     d, m, p = preset.width, preset.mlp, preset.patch
     layout = {"patch_embed.proj.weight": (d, 3, 2, p, p), "patch_embed.proj.bias": (d,)}
     for i in range(preset.depth):

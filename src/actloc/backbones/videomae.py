@@ -2,7 +2,7 @@
 
 A 16-frame clip becomes tubelet tokens (Conv3d, 2 frames x p x p pixels each) plus a fixed
 sinusoidal position table; pre-norm blocks attend jointly over space and time. Parameter names
-and shapes are those of the official checkpoints (DESIGN section 12), so their `.pth` files
+and shapes are those of the official checkpoints (docs/usage.md#backbones-and-checkpoints), so their `.pth` files
 load as distributed. `forward` returns the tokens of the requested (tapped) blocks only and
 runs no block deeper than the deepest one asked for.
 """

@@ -1,4 +1,4 @@
-"""ActionFormer-style detection head over a sequence of snippet features (DESIGN section 9).
+"""ActionFormer-style detection head over a sequence of snippet features (docs/design.md#head).
 
 Tensors are (B, C, T) around convolutions and (B, T, C) in the transformer blocks, with a boolean
 mask (B, T) of real snippets, passed as (x, mask) pairs. Two masked convs project the input; a

@@ -1,6 +1,6 @@
 """LoFi stage A: the backbone and a head trained together, end to end, at low fidelity.
 
-Full fidelity is every snippet of a video at the backbone's side (DESIGN section 8). A step
+Full fidelity is every snippet of a video at the backbone's side (docs/design.md#lofi). A step
 never sees it, only one of:
 
     S   every snippet, frames at half side

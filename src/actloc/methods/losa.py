@@ -1,4 +1,4 @@
-"""LoSA: long-short-range adapters over cached backbone activations (DESIGN section 7).
+"""LoSA: long-short-range adapters over cached backbone activations (docs/design.md#losa).
 
 Inputs per video are the cached tapped layers: `pooled` (B, L, T, C) and `temporal`
 (B, L, T, t, C), with a mask (B, T) of real snippets. They are constants (the cache), so no
