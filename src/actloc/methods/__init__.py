@@ -20,7 +20,7 @@ class Method:
     name: str
     layers: str  # what it reads of the cache's tapped layers: "last" or "all"
     temporal: bool  # whether it also reads the per-tubelet-step tokens
-    # (channels, number of tapped layers, its settings or None) -> an nn.Module mapping
+    # (channels, n_layers: how many layers are tapped, its settings or None) -> an nn.Module mapping
     # (pooled (B, L, T, C), temporal (B, L, T, t, C) or None, mask (B, T)) to features (B, T, C)
     features: Callable
     settings: type | None = None  # the dataclass of its own settings entry (`settings[name]`)

@@ -15,15 +15,15 @@ from .head import Head
 
 
 class Detector(nn.Module):
-    def __init__(self, method, channels, layers, classes, head=HeadConfig(), settings=None):
+    def __init__(self, method, channels, n_layers, classes, head=HeadConfig(), settings=None):
         """`method`: its name (see actloc.methods.get); `settings`: its own settings dataclass."""
         super().__init__()
         spec = get(method)
         self.method, self.layers, self.temporal = method, spec.layers, spec.temporal
         # The head is built first so that, from one seed, every method gets the same head.
         self.head = Head(channels, classes, head)
-        self.features = spec.features(channels, layers, settings)
-        read = 1 if spec.layers == "last" else layers
+        self.features = spec.features(channels, n_layers, settings)
+        read = 1 if spec.layers == "last" else n_layers
         for name in ("pooled", "temporal"):
             self.register_buffer(f"{name}_mean", torch.zeros(read, channels))
             self.register_buffer(f"{name}_std", torch.ones(read, channels))
@@ -61,9 +61,9 @@ class Detector(nn.Module):
         return self.head(x.transpose(1, 2), batch["mask"])
 
 
-def build(settings, channels, layers, classes):
+def build(settings, channels, n_layers, classes):
     """The detector of a method's settings (plain dicts, as written by settings.full_settings)."""
-    return Detector(settings["method"], channels, layers, classes, head_config(settings.get("head", {})),
+    return Detector(settings["method"], channels, n_layers, classes, head_config(settings.get("head", {})),
                     method_config(settings))
 
 

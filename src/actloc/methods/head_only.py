@@ -15,4 +15,4 @@ class LastLayer(nn.Module):
 
 
 METHOD = Method("head_only", layers="last", temporal=False,
-                features=lambda channels, layers, settings: LastLayer(channels))
+                features=lambda channels, n_layers, settings: LastLayer(channels))

@@ -333,4 +333,4 @@ def train_stage_a(index, annotations, subset, settings, base, name, out_model, o
 
 # Stage B trains a head on the tuned backbone's cache as head_only does (actloc.config).
 METHOD = Method("lofi", layers="last", temporal=False, settings=LofiConfig, train=train_stage_a,
-                features=lambda channels, layers, settings: LastLayer(channels))
+                features=lambda channels, n_layers, settings: LastLayer(channels))

@@ -81,15 +81,15 @@ class LongRange(nn.Module):
 class LoSA(nn.Module):
     NO_DECAY = ("alpha", "beta")  # the gates: 2-D (a row per layer), but gates all the same
 
-    def __init__(self, channels, layers, config=LosaConfig()):
+    def __init__(self, channels, n_layers, config=LosaConfig()):
         super().__init__()
         width = config.adapter_width(channels)
         self.short = nn.ModuleList(ShortRange(channels, width, config.heads, config.short_window)
-                                   for _ in range(layers))
+                                   for _ in range(n_layers))
         self.long = nn.ModuleList(LongRange(channels, width, config.heads, config.long_window)
-                                  for _ in range(layers))
-        self.alpha = nn.Parameter(torch.zeros(layers, channels))
-        self.beta = nn.Parameter(torch.zeros(layers, channels))
+                                  for _ in range(n_layers))
+        self.alpha = nn.Parameter(torch.zeros(n_layers, channels))
+        self.beta = nn.Parameter(torch.zeros(n_layers, channels))
         self.norm = nn.LayerNorm(channels)
 
     def forward(self, pooled, temporal, mask):
@@ -107,4 +107,4 @@ class LoSA(nn.Module):
 
 
 METHOD = Method("losa", layers="all", temporal=True, settings=LosaConfig,
-                features=lambda channels, layers, settings: LoSA(channels, layers, settings or LosaConfig()))
+                features=lambda channels, n_layers, settings: LoSA(channels, n_layers, settings or LosaConfig()))
