@@ -107,3 +107,12 @@ def test_method_settings_merge_dataset_and_method(shipped):
     stage_a = cfg.lofi_settings(shipped, "demo-full", "lofi")
     assert stage_a["lofi"]["snippet_frames"] == 16 and stage_a["lofi"]["stride"] == 4
     assert stage_a["train"]["epochs"] == 20
+
+
+def test_the_modules_the_snakefile_imports_do_not_import_torch():
+    # Snakemake parses the Snakefile in every cluster job: torch would add seconds to each.
+    import subprocess
+    import sys
+
+    code = "import sys, actloc.config, actloc.chunks, actloc.io; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
