@@ -31,8 +31,8 @@ def test_the_shipped_config_passes_every_check(shipped):
     (lambda c: c["methods"]["losa"].update(losa={"reduction": 4, "heads": 7}),
      "methods.losa.losa on dataset 'demo' (backbone 'tiny-random', 192 channels): losa: adapter width 48 "
      "(channels 192 / reduction 4) is not a multiple of heads 7"),
-    (lambda c: c["datasets"]["demo"]["snippets"].update(stride=20), "dataset 'demo': snippets.stride 20 is larger"),
-    (lambda c: c["datasets"]["demo"]["snippets"].update(frames=15), "snippets.frames 15 is not a multiple"),
+    (lambda c: c["datasets"]["demo"]["snippets"].update(stride=20), "dataset 'demo': snippets: stride must be within 1..16"),
+    (lambda c: c["datasets"]["demo"]["snippets"].update(frames=15), "snippet frames must be a multiple of the backbone's tubelet (2 frames), got 15"),
     (lambda c: c["methods"]["losa"].update(type="lossa"), "method 'losa' has type 'lossa', which is no method"),
     (lambda c: c["methods"]["losa"].update(losa={"heads": 0}), "methods.losa.losa"),
     (lambda c: c["methods"]["lofi"]["lofi"].update(fidelity="X"), "methods.lofi.lofi: fidelity must be one of"),

@@ -146,7 +146,7 @@ def test_bad_settings_and_inputs_are_clear_errors(tmp_path, synthetic_dataset):
     with pytest.raises(InputError, match="no testing video"):
         windows.load(index, annotations, "testing")
     (tmp_path / "model.pt").write_text("junk")
-    with pytest.raises(InputError, match="not a model written by actloc train"):
+    with pytest.raises(InputError, match="model.pt: not a PyTorch checkpoint"):
         detector.load(tmp_path / "model.pt")
 
 

@@ -7,6 +7,7 @@ importing torch for ones that do not need it cost ~2 s a job.
 import argparse
 import json
 import logging
+import math
 import os
 import socket
 import sys
@@ -18,18 +19,62 @@ from .io import InputError, read_json, write_json
 log = logging.getLogger("actloc")
 
 
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line naming the option, as every other error of actloc."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} ({self.prog} --help lists the options)\n")
+
+
+def at_least(low, kind=int):
+    """argparse type: a number (`kind`) no smaller than `low`."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
+        if not (value >= low and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
+        return value
+    return parse
+
+
+def positive_number(text):
+    value = at_least(0, float)(text)
+    if not value:
+        raise argparse.ArgumentTypeError("must be positive, got 0")
+    return value
+
+
+def even_size(text):
+    value = at_least(2)(text)
+    if value % 2:
+        raise argparse.ArgumentTypeError(f"must be even (H.264 stores colour at half resolution), got {value}")
+    return value
+
+
 def add_demo_options(parser):
     group = parser.add_argument_group("demo dataset (defaults as in actloc.datasets.demo.plan)")
     group.add_argument("--seed", type=int)
-    group.add_argument("--n-train", type=int)
-    group.add_argument("--n-test", type=int)
-    group.add_argument("--min-seconds", type=int)
-    group.add_argument("--max-seconds", type=int)
+    group.add_argument("--n-train", type=at_least(1))
+    group.add_argument("--n-test", type=at_least(1))
+    group.add_argument("--min-seconds", type=at_least(1))
+    group.add_argument("--max-seconds", type=at_least(1))
 
 
 def add_snippet_options(parser):
-    parser.add_argument("--snippet-frames", type=int, default=16, help="frames per snippet")
-    parser.add_argument("--stride", type=int, default=4, help="frames between snippet starts")
+    parser.add_argument("--snippet-frames", type=at_least(1), default=16, help="frames per snippet")
+    parser.add_argument("--stride", type=at_least(1), default=4, help="frames between snippet starts")
+
+
+def checked_snippets(args, tubelet):
+    """The snippet options, or an InputError naming them (snippets.check_protocol)."""
+    from .store.snippets import check_protocol
+
+    try:
+        check_protocol(args.snippet_frames, args.stride, tubelet)
+    except ValueError as err:
+        raise InputError(f"--snippet-frames {args.snippet_frames} --stride {args.stride}: {err}") from None
 
 
 def add_video_list_options(parser):
@@ -43,7 +88,7 @@ def add_model_input_options(parser):
     parser.add_argument("--annotations", required=True, help="annotations.json of the dataset")
     parser.add_argument("--subset", required=True, choices=datasets.SUBSETS)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    parser.add_argument("--threads", type=at_least(1), help="CPU threads for PyTorch")
 
 
 def add_manifest_option(parser):
@@ -56,7 +101,8 @@ def add_index_parser(sub, name, help, folder_help, func):
     add_video_list_options(parser)
     parser.add_argument("--folder", required=True, help=folder_help)
     parser.add_argument("--out", required=True)
-    parser.set_defaults(func=func)
+    parser.set_defaults(func=func, outputs=("out",))
+    return parser
 
 
 def demo_settings(args):
@@ -95,7 +141,7 @@ def cmd_decode(args):
 
     names = args.names or [Path(source).stem for source in args.sources]
     infos, written = decode.normalize_all(names, args.sources, args.out_dir, args.fps, args.short_side,
-                                          args.ffmpeg_threads)
+                                          args.ffmpeg_threads, args.damage)
     for name, info in infos.items():
         log.info("%s: %d frames at %g fps, %dx%d", name, info["frames"], info["fps"], info["width"], info["height"])
     log.info("%s: %d videos, %d decoded now", args.out_dir, len(infos), len(written) // 2)
@@ -122,8 +168,10 @@ def cmd_backbone(args):
 
 
 def cmd_cache(args):
+    from .backbones.presets import TUBELET
     from .stages import backbone, cache
 
+    checked_snippets(args, TUBELET)
     videos = [Path(video) for video in args.videos]
     outs = {video: Path(args.out_dir) / f"{video.stem}.zarr" for video in videos}
     attrs, written = cache.build_all(videos, list(outs.values()), backbone.read_description(args.backbone),
@@ -137,9 +185,14 @@ def cmd_cache(args):
 
 
 def cmd_cache_index(args):
-    from .stages import cache
+    from .stages import backbone, cache
 
-    index = cache.write_index(args.annotations, args.folder, args.out, args.subsets)
+    expect = {} if args.backbone is None else cache.protocol_attrs(backbone.read_description(args.backbone))
+    if args.snippet_frames is not None:
+        expect |= {"snippet_frames": args.snippet_frames}
+    if args.stride is not None:
+        expect |= {"stride": args.stride}
+    index = cache.write_index(args.annotations, args.folder, args.out, args.subsets, expect)
     log.info("%s: %d cached videos", args.out, len(index))
     return [args.out]
 
@@ -147,6 +200,7 @@ def cmd_cache_index(args):
 def cmd_import_features(args):
     from .stages import cache
 
+    checked_snippets(args, 1)
     index = cache.import_features(args.source, args.annotations, args.out_dir, args.index, args.name,
                                   args.snippet_frames, args.stride, args.fps, args.missing, args.subsets)
     log.info("%s: %d videos imported", args.index, len(index))
@@ -226,7 +280,7 @@ def cmd_evaluate(args):
 
 
 def parser():
-    top = argparse.ArgumentParser(prog="actloc", description=__doc__)
+    top = Parser(prog="actloc", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("annotations", help="ground truth from a dataset's native files")
@@ -242,27 +296,31 @@ def parser():
     p.add_argument("--out", required=True)
     p.add_argument("--classes", required=True, help="class list output, one name a line")
     add_demo_options(p)
-    p.set_defaults(func=cmd_annotations)
+    p.set_defaults(func=cmd_annotations, outputs=("out", "classes"))
 
     p = sub.add_parser("demo-data", help="render the synthetic demo videos (those already rendered are kept)")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--video", nargs="+", help="render only these videos")
-    p.add_argument("--jobs", type=int, default=2, help="videos rendered at once")
+    p.add_argument("--jobs", type=at_least(1), default=2, help="videos rendered at once")
     add_manifest_option(p)
     add_demo_options(p)
-    p.set_defaults(func=cmd_demo_data)
+    p.set_defaults(func=cmd_demo_data, outputs=("out_dir", "manifest"))
 
     p = sub.add_parser("decode", help="normalize source videos (fps, short side, H.264); those already decoded "
                                       "from the same source at the same settings are kept")
     p.add_argument("sources", nargs="+", help="source video files")
     p.add_argument("--names", nargs="+", help="the videos' names, one per source (default: the sources' stems)")
     p.add_argument("--out-dir", required=True, help="writes <name>.mp4 and its <name>.json here")
-    p.add_argument("--fps", type=float, required=True)
-    p.add_argument("--short-side", type=int, required=True)
+    p.add_argument("--fps", type=positive_number, required=True)
+    p.add_argument("--short-side", type=even_size, required=True, help="pixels, even")
+    p.add_argument("--damage", default="error", choices=["error", "warn"],
+                   help="a damaged source (decoder errors, or shorter than its container says): fail naming it, "
+                        "or decode what can be read and record the damage in its JSON")
     # Not `threads`: that one sets PyTorch's too, and decoding needs no torch.
-    p.add_argument("--threads", dest="ffmpeg_threads", type=int, help="ffmpeg's threads (default: its own choice)")
+    p.add_argument("--threads", dest="ffmpeg_threads", type=at_least(0),
+                   help="ffmpeg's threads (default or 0: its own choice)")
     add_manifest_option(p)
-    p.set_defaults(func=cmd_decode)
+    p.set_defaults(func=cmd_decode, outputs=("out_dir", "manifest"))
 
     add_index_parser(sub, "decode-index", "gather decoded videos' JSONs into one index",
                      "folder of the decoded videos and their JSONs", cmd_decode_index)
@@ -272,13 +330,13 @@ def parser():
     p.add_argument("--preset", required=True, help="model size: tiny, small, ... giant (actloc.backbones.presets)")
     p.add_argument("--checkpoint", help="official VideoMAE / VideoMAEv2 .pth; none: random weights")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
-    p.add_argument("--pixels", type=int, help="frame side fed to the model (default: the preset's)")
-    p.add_argument("--layers", type=int, nargs="+", help="1-based blocks to tap (default: 4 evenly spaced)")
+    p.add_argument("--pixels", type=at_least(16), help="frame side fed to the model (default: the preset's)")
+    p.add_argument("--layers", type=at_least(1), nargs="+", help="1-based blocks to tap (default: 4 evenly spaced)")
     p.add_argument("--temporal", action=argparse.BooleanOptionalAction, default=True,
                    help="also cache per-tubelet-step tokens (T x t x C)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--out", required=True, help="JSON the cache stage reads")
-    p.set_defaults(func=cmd_backbone)
+    p.set_defaults(func=cmd_backbone, outputs=("out",))
 
     p = sub.add_parser("cache", help="run the frozen backbone over decoded videos into Zarr stores (loaded once; "
                                      "stores already complete with these settings are kept)")
@@ -287,13 +345,16 @@ def parser():
     p.add_argument("--out-dir", required=True, help="writes <video>.zarr here")
     add_manifest_option(p)
     add_snippet_options(p)
-    p.add_argument("--batch", type=int, default=8, help="snippets per forward pass")
+    p.add_argument("--batch", type=at_least(1), default=8, help="snippets per forward pass")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
-    p.add_argument("--threads", type=int, help="CPU threads for PyTorch and for ffmpeg decoding")
-    p.set_defaults(func=cmd_cache)
+    p.add_argument("--threads", type=at_least(1), help="CPU threads for PyTorch and for ffmpeg decoding")
+    p.set_defaults(func=cmd_cache, outputs=("out_dir", "manifest"))
 
-    add_index_parser(sub, "cache-index", "check a dataset's cache stores and list them",
-                     "folder of the .zarr stores", cmd_cache_index)
+    p = add_index_parser(sub, "cache-index", "check a dataset's cache stores (all of one backbone and snippet "
+                                             "protocol) and list them", "folder of the .zarr stores", cmd_cache_index)
+    p.add_argument("--backbone", help="JSON of `actloc backbone`: every store must be of this backbone")
+    p.add_argument("--snippet-frames", type=at_least(1), help="every store must have snippets of these frames")
+    p.add_argument("--stride", type=at_least(1), help="and this stride")
 
     p = sub.add_parser("import-features", help="published per-video features (.npy folder or HDF5) as a cache")
     p.add_argument("source", help="folder of <video>.npy (T x C) or one HDF5 file, a dataset per video")
@@ -302,10 +363,10 @@ def parser():
     p.add_argument("--out-dir", required=True, help="folder of the per-video stores")
     p.add_argument("--index", required=True, help="JSON listing the stores and the videos without features")
     add_snippet_options(p)
-    p.add_argument("--fps", type=float, help="fps the features were extracted at (default: each video's)")
+    p.add_argument("--fps", type=positive_number, help="fps the features were extracted at (default: each video's)")
     p.add_argument("--missing", default="error", choices=["error", "skip"],
                    help="videos without features: fail, or go on without them")
-    p.set_defaults(func=cmd_import_features)
+    p.set_defaults(func=cmd_import_features, outputs=("out_dir", "index"))
 
     p = sub.add_parser("train", help="train one method (adapters + head) against a dataset's cache, or LoFi's "
                                      "backbone and head end to end on its decoded videos")
@@ -321,13 +382,14 @@ def parser():
     p.add_argument("--out-log", required=True, help="train_log.csv, a row per epoch")
     p.add_argument("--out-summary", required=True, help="train.json: parameters, peak memory, time")
     p.add_argument("--checkpoint", help="per-epoch checkpoint; a training that finds its own resumes from it")
-    p.set_defaults(func=cmd_train)
+    # The checkpoint is its own training's: an output that must not be one of the others.
+    p.set_defaults(func=cmd_train, outputs=("out_model", "out_backbone", "out_log", "out_summary", "checkpoint"))
 
     p = sub.add_parser("infer", help="detections of a trained method on a subset, in seconds")
     add_model_input_options(p)
     p.add_argument("--model", required=True, help="model.pt written by actloc train")
     p.add_argument("--out", required=True, help="detections.json (ActivityNet result form)")
-    p.set_defaults(func=cmd_infer)
+    p.set_defaults(func=cmd_infer, outputs=("out",))
 
     p = sub.add_parser("report", help="one table of every method's mAP, parameters, memory and time")
     p.add_argument("--methods", nargs="+", required=True)
@@ -336,7 +398,7 @@ def parser():
     p.add_argument("--stage-a", nargs="+", metavar="METHOD=PATH", help="a LoFi method's stage A train.json")
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(func=cmd_report, outputs=("out_csv", "out_md"))
 
     p = sub.add_parser("plots", help="PNGs of a dataset's results: mAP vs tIoU, per-class AP, detection timelines")
     p.add_argument("--table", required=True, help="the dataset's map.csv written by actloc report")
@@ -348,7 +410,7 @@ def parser():
     p.add_argument("--out-map", required=True, help="PNG: mAP against the tIoU threshold, a line per method")
     p.add_argument("--out-per-class", required=True, help="PNG: each class's AP, a bar per method")
     p.add_argument("--out-timelines", required=True, help="PNG: detections against the ground truth")
-    p.set_defaults(func=cmd_plots)
+    p.set_defaults(func=cmd_plots, outputs=("out_map", "out_per_class", "out_timelines"))
 
     p = sub.add_parser("evaluate", help="detection mAP (official ActivityNet algorithm)")
     p.add_argument("--annotations", required=True, help="annotations.json of the dataset")
@@ -362,13 +424,41 @@ def parser():
                         "results equal it to the last bit; or as listed, the same on every machine")
     p.add_argument("--out-map", required=True)
     p.add_argument("--out-per-class", required=True)
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=cmd_evaluate, outputs=("out_map", "out_per_class"))
     return top
+
+
+POSITIONAL = ("sources", "videos", "source")
+
+
+def option_name(dest):
+    return dest if dest in POSITIONAL else "--" + dest.replace("_", "-")
+
+
+def check_outputs(args):
+    """No command writes over one of its input files, or writes two output files to one path
+    (output folders may hold inputs: decode checks each file it writes there)."""
+    outputs = {}
+    for dest in args.outputs:
+        if getattr(args, dest, None) and dest != "out_dir":
+            path = Path(getattr(args, dest)).resolve()
+            if path in outputs:
+                raise InputError(f"{option_name(outputs[path])} and {option_name(dest)} are the same file "
+                                 f"({getattr(args, dest)}); give each its own")
+            outputs[path] = dest
+    for dest, value in vars(args).items():
+        if dest in args.outputs:
+            continue
+        for text in value if isinstance(value, list) else [value]:
+            path = Path(text.removeprefix("@")) if isinstance(text, str) and text.strip("@") else None  # @: --settings
+            if path and path.is_file() and path.resolve() in outputs:
+                raise InputError(f"{option_name(outputs[path.resolve()])} {path} is also an input "
+                                 f"({option_name(dest)}); {args.command} would write over it")
 
 
 def settings_of(args):
     """The command's options for its provenance record, --settings as the JSON it holds."""
-    settings = {key: value for key, value in vars(args).items() if key not in ("func", "command")}
+    settings = {key: value for key, value in vars(args).items() if key not in ("func", "command", "outputs")}
     if "settings" in settings:
         settings["settings"] = settings_option(settings["settings"])
     return settings
@@ -386,6 +476,7 @@ def main(argv=None):
 
         torch.set_num_threads(args.threads)
     try:
+        check_outputs(args)
         outputs = args.func(args)
         provenance.write(args.command, argv[1:], settings_of(args), outputs)
     except InputError as err:

@@ -10,6 +10,7 @@ import shlex
 from . import datasets, methods
 from .backbones.presets import PRESETS, TUBELET
 from .settings import LofiConfig, LosaConfig, TrainConfig, head_config
+from .store.snippets import check_protocol
 
 # Folders of results/{ds}/ that a method's results/{ds}/{method}/ must not shadow.
 RESERVED = {"cache", "videos", "source", "logs", "benchmarks"}
@@ -77,13 +78,10 @@ def check_dataset(config, ds, d):
     if d["backbone"] not in list(config["backbones"]) + list(features):
         raise ConfigError(f"{where} uses backbone {d['backbone']!r}, which is neither under backbones nor under "
                           "its features")
-    frames, stride = d["snippets"]["frames"], d["snippets"]["stride"]
-    if frames % TUBELET:
-        raise ConfigError(f"{where}: snippets.frames {frames} is not a multiple of the backbone's tubelet "
-                          f"({TUBELET} frames)")
-    if stride > frames:
-        raise ConfigError(f"{where}: snippets.stride {stride} is larger than snippets.frames {frames}: frames "
-                          "between snippets would be skipped")
+    try:
+        check_protocol(d["snippets"]["frames"], d["snippets"]["stride"], TUBELET)
+    except ValueError as err:
+        raise ConfigError(f"{where}: snippets: {err}") from None
     check_settings(f"dataset {ds!r}: head", lambda **entry: head_config(entry), d.get("head", {}))
     check_settings(f"dataset {ds!r}: train", TrainConfig, d.get("train", {}))
     entry = config["backbones"].get(d["backbone"])

@@ -5,7 +5,9 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
+import warnings
 from pathlib import Path
 
 
@@ -24,6 +26,7 @@ def atomic_path(path):
     The block may make a file or a directory (a Zarr store); a directory replaces an old one.
     """
     path = Path(path)
+    created = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     # What a killed writer of this path left behind (under its own pid) is never renamed: drop it.
     prefix = f".{path.stem}.tmp"
@@ -36,8 +39,12 @@ def atomic_path(path):
         if tmp.is_dir() and path.is_dir():
             shutil.rmtree(path)  # os.replace cannot overwrite a non-empty directory
         os.replace(tmp, path)
-    finally:
+    except BaseException:
         remove(tmp)
+        for folder in created:  # innermost first: a failed write leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 @functools.cache
@@ -66,19 +73,68 @@ def write_text(path, text):
         tmp.write_text(text)
 
 
-def read_json(path):
+def read_json(path, required=(), kind="the expected file"):
+    """A JSON file's content; an InputError if it is missing, not JSON, or (for a JSON object
+    that must hold `required` keys) lacks one of them, saying it is not `kind`."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     try:
-        return json.loads(path.read_text())
+        content = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: not valid JSON ({err})") from None
+    absent = [key for key in required if not isinstance(content, dict) or key not in content]
+    if absent:
+        raise InputError(f"{path}: not {kind} (no {', '.join(map(repr, absent))} in it)")
+    return content
+
+
+def read_annotations(path):
+    """An annotations.json of `actloc annotations`: {"classes": [...], "database": {...}}."""
+    return read_json(path, ("classes", "database"), "an annotations.json written by actloc annotations")
+
+
+def load_weights(path, allowed=()):
+    """A checkpoint of tensors (and of the plain types `allowed`) loaded on the CPU, never
+    unpickling anything else: unpickling can run code. Errors are one line naming `path`."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint not found")
+    # PyTorch warns of pickle protocols it might not read: what it cannot read is our one error.
+    with torch.serialization.safe_globals(list(allowed)), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            try:  # memory-mapped: a 4 GB checkpoint is not read twice into memory
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as err:
+                if "mmap" not in str(err):  # only files older than the zip format cannot be mapped
+                    raise
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            # PyTorch's message is a paragraph; what matters is the global it refused, if any.
+            refused = re.search(r"GLOBAL ([\w.]+)", str(err))
+            if refused:
+                raise InputError(f"{path}: not a plain weights checkpoint: it holds a Python object ({refused[1]}) "
+                                 "that actloc does not unpickle, since unpickling can run code") from None
+            detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
+            raise InputError(f"{path}: not a PyTorch checkpoint ({detail[1] if detail else first_line(err)})") \
+                from None
+        except Exception as err:  # torch raises several types for files that are not its own
+            raise InputError(f"{path}: not a PyTorch checkpoint ({first_line(err)})") from None
+
+
+def first_line(err):
+    """An exception's message up to its first line break: errors stay one line."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def dataset_videos(annotations, subsets=None):
     """{video: entry} of an annotations.json, only those of `subsets` if given."""
-    database = read_json(annotations)["database"]
+    database = read_json(annotations, ("database",), "an annotations.json")["database"]
     videos = {video: entry for video, entry in database.items() if not subsets or entry.get("subset") in subsets}
     if not videos:
         raise InputError(f"{annotations}: no video in subset(s) {', '.join(subsets or ['any'])}")

@@ -26,6 +26,18 @@ class TrainConfig:
     seed: int = 0
     memory_mb: float = 4096  # cached activations kept in memory between epochs (data.KeptReads)
 
+    def __post_init__(self):
+        at_least = {"epochs": 1, "warmup_epochs": 0, "batch": 1, "max_length": 1, "weight_decay": 0, "memory_mb": 0}
+        for name, low in at_least.items():
+            if not getattr(self, name) >= low:
+                raise ValueError(f"train: {name} must be at least {low}, got {getattr(self, name)}")
+        for name in ("lr", "clip"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"train: {name} must be positive, got {getattr(self, name)}")
+        if not (0 <= self.ema <= 1 and 0 < self.keep_fraction <= 1):
+            raise ValueError(f"train: ema must be within [0, 1] and keep_fraction within (0, 1], got {self.ema} "
+                             f"and {self.keep_fraction}")
+
 
 @dataclass(frozen=True)
 class HeadConfig:

@@ -39,6 +39,7 @@ rule cache_index:
     input:
         annotations="results/{ds}/annotations.json",
         chunks=per_chunk("results/{ds}/cache/{backbone}/chunks/{chunk}.json"),
+        backbone=backbone_json,
     output:
         "results/{ds}/cache/{backbone}.json",
     log:
@@ -53,9 +54,12 @@ rule cache_index:
         runtime=10,
     params:
         subsets=subsets,
+        frames=lambda wildcards: dataset(wildcards)["snippets"]["frames"],
+        stride=lambda wildcards: dataset(wildcards)["snippets"]["stride"],
     shell:
         "actloc cache-index --annotations {input.annotations:q} --subsets {params.subsets}"
-        " --folder results/{wildcards.ds}/cache/{wildcards.backbone} --out {output:q} 2> {log:q}"
+        " --folder results/{wildcards.ds}/cache/{wildcards.backbone} --backbone {input.backbone:q}"
+        " --snippet-frames {params.frames} --stride {params.stride} --out {output:q} 2> {log:q}"
 
 
 rule import_features:

@@ -22,10 +22,11 @@ rule decode:
         sources=source_videos,
         fps=lambda wildcards: dataset(wildcards)["decode"]["fps"],
         short_side=lambda wildcards: dataset(wildcards)["decode"]["short_side"],
+        damage=lambda wildcards: dataset(wildcards)["decode"]["damage"],
     shell:
         "actloc decode {params.sources:q} --names {params.videos:q} --out-dir results/{wildcards.ds}/videos"
-        " --fps {params.fps} --short-side {params.short_side} --threads {threads} --manifest {output:q}"
-        " 2> {log:q}"
+        " --fps {params.fps} --short-side {params.short_side} --damage {params.damage}"
+        " --threads {threads} --manifest {output:q} 2> {log:q}"
 
 
 rule decode_index:

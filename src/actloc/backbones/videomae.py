@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..io import InputError
+from ..io import InputError, load_weights
 from .presets import PIXEL_MEAN, PIXEL_STD, PRESETS, TUBELET
 
 log = logging.getLogger(__name__)
@@ -186,26 +186,10 @@ WRAPPERS = ("module", "model", "state_dict")
 IGNORED_PREFIXES = ("head.", "decoder.", "encoder_to_decoder.", "mask_token", "decoder_pos_embed")
 
 
-def torch_load(path):
-    """Tensors only; training checkpoints also pickle their argparse options, which are allowed."""
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        try:  # memory-mapped: a 4 GB checkpoint is not read twice into memory
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as err:
-            if "mmap" not in str(err):  # only files older than the zip format cannot be mapped
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def read_checkpoint(path):
     """The encoder weights of an official checkpoint and the names of what was left out."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: checkpoint not found")
-    try:
-        state = torch_load(path)
-    except Exception as err:  # torch raises several types for unreadable or unsafe pickles
-        raise InputError(f"{path}: cannot be read as a PyTorch checkpoint ({err})") from None
+    state = load_weights(path, [argparse.Namespace])  # training checkpoints pickle their options too
     for key in WRAPPERS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ..io import atomic_path, write_json, write_text
+from ..io import atomic_path, load_weights, write_json, write_text
 from .device import peak_memory_mb
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def resume(checkpoint, key, device, net, ema, optimizer, scheduler):
     return its log rows; [] when there is none or it belongs to another training."""
     if not Path(checkpoint).is_file():
         return []
-    state = torch.load(checkpoint, map_location=device, weights_only=True)
+    state = load_weights(checkpoint)
     if state["fingerprint"] != key:
         log.info("%s: from other settings or inputs; starting afresh", checkpoint)
         return []

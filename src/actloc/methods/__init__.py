@@ -55,6 +55,8 @@ def exists(name):
 
 def get(name):
     """The Method of `name`; ValueError when there is none."""
+    if not isinstance(name, str):
+        raise ValueError(f"no method given (a method's name, e.g. head_only, losa, lofi), got {name!r}")
     if not exists(name):
         raise ValueError(f"unknown method {name!r}: no module {module_name(name)}")
     method = getattr(importlib.import_module(module_name(name)), "METHOD", None)

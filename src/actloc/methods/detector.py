@@ -8,7 +8,7 @@ change over time). Methods end their features with a LayerNorm, so that an untra
 import torch
 from torch import nn
 
-from ..io import InputError, atomic_path
+from ..io import InputError, atomic_path, first_line, load_weights
 from ..settings import HeadConfig, head_config, method_config
 from . import get
 from .head import Head
@@ -77,12 +77,12 @@ def save(path, model, settings, classes, store_attrs, summary):
 
 def load(path, device="cpu"):
     """(model in eval mode, the saved payload) from a model.pt."""
+    payload = load_weights(path)
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
         attrs = payload["store"]
         model = build(payload["settings"], attrs["channels"], len(attrs["layers"]), len(payload["classes"]))
         model.load_state_dict(payload["state"])
-    except Exception as err:  # torch.load raises many types for a file that is not its own
-        raise InputError(f"{path}: not a model written by actloc train ({err})") from None
+    except Exception as err:  # a checkpoint of something else lacks keys or has other shapes
+        raise InputError(f"{path}: not a model written by actloc train ({first_line(err)})") from None
     return model.to(device).eval(), payload
 

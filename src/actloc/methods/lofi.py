@@ -38,7 +38,7 @@ from torch.utils.checkpoint import checkpoint
 from ..backbones import videomae
 from ..engine import loop
 from ..engine.device import make_deterministic, resolve_device
-from ..io import InputError, atomic_path, read_json, write_json
+from ..io import InputError, atomic_path, read_annotations, read_json, write_json
 from ..settings import CYCLE, MODES, LofiConfig, TrainConfig, full_settings, head_config
 from ..stages import backbone, decode
 from ..store import windows
@@ -84,7 +84,7 @@ class DecodedVideo:
 
 def load_videos(index, annotations, subset, cfg):
     """The decoded videos of `subset` (index: the decode stage's videos.json) and the classes."""
-    decoded, dataset = read_json(index), read_json(annotations)
+    decoded, dataset = read_json(index), read_annotations(annotations)
     classes = dataset["classes"]
     entries = {v: e for v, e in dataset["database"].items() if e["subset"] == subset}
     absent = sorted(set(entries) - set(decoded))

@@ -19,7 +19,7 @@ from ..backbones.presets import TUBELET
 from ..engine.device import resolve_device
 from ..io import InputError, atomic_path, dataset_videos, read_json, video_paths, write_json
 from ..store.snippets import snippet_batches, snippet_count
-from ..store.stores import StoreWriter, open_cache, write_store
+from ..store.stores import StoreWriter, check_alike, open_cache, write_store
 from . import decode
 
 log = logging.getLogger(__name__)
@@ -64,15 +64,19 @@ def prefetched(items, depth=2):
         worker.join()
 
 
+def protocol_attrs(settings):
+    """What every store built by the backbone `settings` describes records, whatever the video."""
+    return {"backbone": settings["name"], "identity": settings["identity"], "layers": settings["layers"],
+            "pixels": settings["pixels"], "temporal": settings["temporal"], "precision": settings["precision"]}
+
+
 def expected_attrs(settings, snippet_frames, stride, video):
     """What the store of `video` built by the backbone `settings` describes records: a store that
     holds all of it is that video's, done. `decoded` says which decoded video it is: its
     source's record (path, size, modification time) and frame count, as the decode stage wrote
     them, or the file's own size and time for a video decoded elsewhere."""
     fps, frames, decoded = decoded_info(video)
-    return {"backbone": settings["name"], "identity": settings["identity"], "layers": settings["layers"],
-            "pixels": settings["pixels"], "temporal": settings["temporal"], "precision": settings["precision"],
-            "snippet_frames": snippet_frames, "stride": stride, "fps": fps,
+    return {**protocol_attrs(settings), "snippet_frames": snippet_frames, "stride": stride, "fps": fps,
             "snippets": snippet_count(frames, snippet_frames, stride), "decoded": decoded}
 
 
@@ -162,10 +166,16 @@ def build(video, out, settings, snippet_frames=16, stride=4, batch=8, device="au
 
 def write_index(annotations, folder, out, subsets=None, expect=None, allow_missing=False):
     """Check the store of every video of a dataset (in `subsets`) and list them:
-    {video: {path, snippets}}, and the videos without one."""
+    {video: {path, snippets}}, and the videos without one. Each store must have the attributes
+    `expect` (the backbone's, the snippet protocol), and all the same SHARED_ATTRS: a store of
+    another backbone among them is an error naming it."""
     paths, missing = video_paths(annotations, folder, ".zarr", subsets, allow_missing)
-    stores = {video: {"path": str(path), "snippets": open_cache(path, expect).snippets}
-              for video, path in paths.items()}
+    stores, first = {}, None
+    for video, path in paths.items():
+        cache = open_cache(path, expect)
+        first = first or cache
+        check_alike(cache, first)
+        stores[video] = {"path": str(path), "snippets": cache.snippets}
     write_json(out, {"stores": stores, "missing": missing})
     return stores
 

@@ -6,6 +6,8 @@ The same ffmpeg binary (from the imageio-ffmpeg wheel) writes and reads them, so
 timing never depends on which decoder a later stage uses. PyAV only probes headers.
 """
 
+import logging
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -17,6 +19,8 @@ from tqdm import tqdm
 
 from ..io import InputError, atomic_path, read_json, video_paths, write_json
 
+log = logging.getLogger(__name__)
+
 
 def ffmpeg_exe():
     import imageio_ffmpeg
@@ -25,7 +29,10 @@ def ffmpeg_exe():
 
 
 def probe(path):
-    """Width, height, fps, duration (s, or None) and frame count (0 if unknown) of a video file."""
+    """What a video file's headers say: coded width and height, fps, duration (s, or None),
+    frame count (0 if unknown), rotation (degrees counter-clockwise, from the display matrix),
+    sample aspect ratio [num, den], and the size it is shown at (display_width, display_height:
+    pixels made square, then rotated)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: video not found")
@@ -38,17 +45,51 @@ def probe(path):
             stream = container.streams.video[0]
             if stream.duration is not None:
                 duration = float(stream.duration * stream.time_base)
+            elif container.duration:
+                # Some muxers (Matroska) record the last timestamp as the duration: less the
+                # start, it is never longer than the video (truncation checks stay conservative).
+                duration = (container.duration - max(container.start_time or 0, 0)) / 1e6
             else:
-                duration = container.duration / 1e6 if container.duration else None
+                duration = None
             rate = stream.average_rate or stream.guessed_rate
-            return {"width": stream.codec_context.width, "height": stream.codec_context.height,
-                    "fps": float(rate) if rate else None, "duration": duration, "frames": stream.frames}
+            width, height, frames = stream.codec_context.width, stream.codec_context.height, stream.frames
+            sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+            sar = [sar.numerator, sar.denominator] if sar and sar > 0 else [1, 1]
+            rotation = first_frame_rotation(container, stream)
     except av.FFmpegError as err:
         raise InputError(f"{path}: cannot be read as a video ({err})") from None
+    shown = (width * sar[0] / sar[1], height)
+    shown = shown[::-1] if quarter_turned(rotation) else shown
+    return {"width": width, "height": height, "fps": float(rate) if rate else None, "duration": duration,
+            "frames": frames, "rotation": rotation, "sample_aspect_ratio": sar,
+            "display_width": shown[0], "display_height": shown[1]}
+
+
+def first_frame_rotation(container, stream):
+    """The display matrix's rotation, which PyAV gives per frame (0 if no frame decodes: the
+    decode stage then reports the video as unreadable)."""
+    try:
+        frame = next(container.decode(stream), None)
+    except av.FFmpegError:
+        return 0
+    return round(frame.rotation) if frame is not None else 0
+
+
+def quarter_turned(rotation):
+    """Whether a rotation swaps width and height (ffmpeg turns frames by multiples of 90 degrees)."""
+    return round(rotation / 90) % 2 == 1
+
+
+def upright_size(info):
+    """(width, height) of the frames ffmpeg decodes from a probed video: it applies the
+    rotation (autorotate) but leaves non-square pixels as they are."""
+    size = (info["width"], info["height"])
+    return size[::-1] if quarter_turned(info["rotation"]) else size
 
 
 def scaled_size(width, height, short_side):
-    """Output size with the shorter side set to `short_side` and the other even, aspect kept."""
+    """Output size with the shorter side set to `short_side` and the other even, aspect kept
+    (width and height as shown: square pixels, rotation applied)."""
     if width <= height:
         return short_side, 2 * round(height * short_side / width / 2)
     return 2 * round(width * short_side / height / 2), short_side
@@ -73,15 +114,17 @@ def source_record(source):
     return {"path": str(source), "size_bytes": stat.st_size, "modified_ns": stat.st_mtime_ns}
 
 
-def done(source, out, fps, short_side):
+def done(source, out, fps, short_side, damage="error"):
     """The JSON of `out` if it is already `source` decoded at these settings, else None. The JSON
-    is written after the video, so a decode killed in between is not taken for done."""
+    is written after the video, so a decode killed in between is not taken for done; a damaged
+    video decoded under `warn` is decoded again (and refused) under `error`."""
     path = info_path(out)
     if not (path.is_file() and Path(out).is_file()):
         return None
     try:
         info = read_json(path)
         same = (info["fps"] == float(fps) and info["short_side"] == short_side
+                and not (info["damage"] and damage == "error")
                 and {k: info["source"][k] for k in ("path", "size_bytes", "modified_ns")} == source_record(source))
     except (InputError, KeyError, TypeError):
         return None
@@ -95,17 +138,50 @@ def ffmpeg_threads(threads):
     return {} if threads is None else {"threads": threads}
 
 
-def normalize(source, out, fps, short_side, threads=None):
-    """Re-encode `source` to `out` (.mp4) at `fps` (constant) and `short_side`; write `out`.json.
+# Decoded duration may fall short of the container's by this much (edit lists, a last frame's
+# length, audio-led container durations) before the source counts as truncated.
+SHORTFALL_SECONDS, SHORTFALL_FRACTION = 1.0, 0.05
 
-    Returns the JSON's content: the decoded video's fps, frame count, duration and size, and
-    the source's path, byte size, modification time and probed properties.
+
+def damage_found(stderr, frames, fps, container_seconds):
+    """What is wrong with a decode that ffmpeg finished: its decoder's error lines (ffmpeg runs
+    at `-v error`, so every line is one) and a decoded duration short of the container's.
+    None when nothing is."""
+    # ffmpeg names its decoder by address ("[h264 @ 0x55d0...]"): dropped, messages stay comparable.
+    errors = [re.sub(r" @ 0x[0-9a-f]+", "", line.strip()) for line in stderr.splitlines() if line.strip()]
+    decoded = frames / fps
+    truncated = container_seconds is not None and (
+        container_seconds - decoded > max(SHORTFALL_SECONDS, SHORTFALL_FRACTION * container_seconds))
+    if not errors and not truncated:
+        return None
+    return {"decoder_errors": len(errors), "first_error": errors[0][:300] if errors else None,
+            "truncated": truncated, "decoded_seconds": round(decoded, 3), "container_seconds": container_seconds}
+
+
+def describe_damage(damage):
+    parts = [f"{damage['decoder_errors']} decoder error(s), the first: {damage['first_error']}"] \
+        if damage["decoder_errors"] else []
+    if damage["truncated"]:
+        parts.append(f"{damage['decoded_seconds']:.2f} s decoded of the {damage['container_seconds']:.2f} s "
+                     "its container states (truncated?)")
+    return "; ".join(parts)
+
+
+def normalize(source, out, fps, short_side, threads=None, damage="error"):
+    """Re-encode `source` to `out` (.mp4) at `fps` (constant) and `short_side`, upright and with
+    square pixels; write `out`.json. A damaged source (decoder errors, or a decoded duration
+    short of its container's) is an InputError, or with `damage="warn"` decoded as far as it
+    can be, the damage logged and recorded.
+
+    Returns the JSON's content: the decoded video's fps, frame count, duration and size, its
+    damage (None if none), and the source's path, byte size, modification time and probed
+    properties (rotation and sample aspect ratio among them).
     """
     source, out = Path(source), Path(out)
     if out.resolve() == source.resolve() or info_path(out).resolve() == source.resolve():
         raise InputError(f"{source}: decode would write over its own source; give another output")
     src = probe(source)
-    width, height = scaled_size(src["width"], src["height"], short_side)
+    width, height = scaled_size(src["display_width"], src["display_height"], short_side)
     with atomic_path(out) as tmp:
         video = (
             ffmpeg.input(str(source), **ffmpeg_threads(threads)).video.filter("setpts", "PTS-STARTPTS")
@@ -122,23 +198,29 @@ def normalize(source, out, fps, short_side, threads=None):
         )
         code, stderr = _run_with_progress(args, src["duration"], source.name)
         if code:
-            raise InputError(f"{source}: ffmpeg could not decode it: {stderr.strip()[-1500:]}")
+            raise InputError(f"{source}: ffmpeg could not decode it ({last_line(stderr)})")
         try:
             frames = probe(tmp)["frames"]
         except InputError:
             frames = 0
         if not frames:
             raise InputError(f"{source}: no frame could be decoded from it")
+        found = damage_found(stderr, frames, fps, src["duration"])
+        if found and damage == "error":
+            raise InputError(f"{source}: damaged: {describe_damage(found)} (decode damage: warn decodes what "
+                             "can be read)")
+        if found:
+            log.warning("%s: damaged, decoded anyway: %s", source, describe_damage(found))
     info = {
         "video": out.stem, "file": out.name, "fps": float(fps), "frames": frames,
         "duration": frames / fps, "width": width, "height": height, "short_side": short_side,
-        "source": {**source_record(source), **src},
+        "damage": found, "source": {**source_record(source), **src},
     }
     write_json(info_path(out), info)
     return info
 
 
-def normalize_all(videos, sources, out_dir, fps, short_side, threads=None):
+def normalize_all(videos, sources, out_dir, fps, short_side, threads=None, damage="error"):
     """Decode each of `sources` to `out_dir`/<video>.mp4 (+ .json), skipping those already
     done at these settings. Returns ({video: its JSON}, the paths written)."""
     if len(videos) != len(sources):
@@ -146,11 +228,17 @@ def normalize_all(videos, sources, out_dir, fps, short_side, threads=None):
     out_dir, infos, written = Path(out_dir), {}, []
     for video, source in zip(tqdm(videos, desc="decode", unit="video", disable=len(videos) < 2), sources):
         out = out_dir / f"{video}.mp4"
-        infos[video] = done(source, out, fps, short_side)
+        infos[video] = done(source, out, fps, short_side, damage)
         if infos[video] is None:
-            infos[video] = normalize(source, out, fps, short_side, threads)
+            infos[video] = normalize(source, out, fps, short_side, threads, damage)
             written += [out, info_path(out)]
     return infos, written
+
+
+def last_line(stderr):
+    """ffmpeg's last message, which names what stopped it; errors stay one line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no message"
 
 
 def info_path(video):
@@ -177,12 +265,12 @@ def iter_frames(path, size=None, start=0, threads=None):
     """
     path = Path(path)
     info = probe(path)
-    width, height = info["width"], info["height"]
+    width, height = upright_size(info)
     # Frame i is at i / fps; ffmpeg's accurate seek drops every frame before the time asked.
     seek = {"ss": (start - 0.5) / info["fps"]} if start else {}
     video = ffmpeg.input(str(path), **seek, **ffmpeg_threads(threads)).video
     if size:
-        (sw, sh), (width, height) = crop_geometry(width, height, size)
+        (sw, sh), (width, height) = crop_geometry(info["display_width"], info["display_height"], size)
         video = video.filter("scale", sw, sh).filter("crop", width, height)
     # passthrough: every decoded frame once; after a seek, cfr timing would duplicate or drop some.
     args = (ffmpeg.output(video, "pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
@@ -204,7 +292,7 @@ def iter_frames(path, size=None, start=0, threads=None):
                     break
             if proc.wait():
                 err.seek(0)
-                raise InputError(f"{path}: ffmpeg failed while reading: {err.read().decode()[-1500:]}")
+                raise InputError(f"{path}: ffmpeg failed while reading ({last_line(err.read().decode())})")
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -216,5 +304,9 @@ def write_index(annotations, folder, out, subsets=None):
     """Gather the JSONs of every decoded video of a dataset into one `{video: info}` file."""
     paths, _ = video_paths(annotations, folder, ".json", subsets)
     index = {video: read_json(path) for video, path in paths.items()}
+    damaged = sorted(video for video, info in index.items() if info.get("damage"))
+    if damaged:
+        log.warning("%s: %d video(s) decoded with damage (see their 'damage' entries): %s", out, len(damaged),
+                    ", ".join(damaged[:10]))
     write_json(out, index)
     return index

@@ -24,7 +24,7 @@ the order they are listed instead, the same everywhere.
 import numpy as np
 import pandas as pd
 
-from ..io import InputError, read_json, write_text
+from ..io import InputError, read_annotations, read_json, write_text
 
 # The official thresholds, bit for bit: THUMOS-14's 0.3:0.1:0.7 and ActivityNet's 0.5:0.05:0.95.
 THRESHOLDS = {"thumos": np.linspace(0.3, 0.7, 5), "activitynet": np.linspace(0.5, 0.95, 10)}
@@ -172,7 +172,7 @@ def run(annotations, predictions_path, subset, preset, out_map, out_per_class, u
     the summary and the per-class table (classes sorted, with their average over thresholds)."""
     if preset not in THRESHOLDS:
         raise InputError(f"unknown tIoU preset {preset!r}: expected one of {', '.join(THRESHOLDS)}")
-    per_class = evaluate(read_json(annotations), prediction_table(read_json(predictions_path), predictions_path),
+    per_class = evaluate(read_annotations(annotations), prediction_table(read_json(predictions_path), predictions_path),
                          subset, THRESHOLDS[preset], unknown_labels, ties, predictions_path)
     table = summarize(per_class)
     per_class = per_class.assign(average=per_class.mean(axis=1)).sort_index()

@@ -14,6 +14,7 @@ from ..io import InputError, write_json
 from ..methods import detector
 from ..store import windows
 from ..store.snippets import steps_to_seconds
+from ..store.stores import SHARED_ATTRS
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def run(model_path, index, annotations, subset, out, device="auto"):
         raise InputError(f"{model_path}: trained on classes {saved['classes'][:5]}..., {annotations} has "
                          f"{classes[:5]}...; retrain it on this dataset")
     stored = videos[0].cache.attrs
-    differ = [key for key in windows.SHARED_ATTRS if stored[key] != saved["store"][key]]
+    differ = [key for key in SHARED_ATTRS if stored[key] != saved["store"].get(key)]
     if differ:
         raise InputError(f"{model_path}: trained on a cache with other {', '.join(differ)} than "
                          f"{videos[0].cache.path}; retrain it or point it at its own cache")

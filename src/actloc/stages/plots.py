@@ -11,7 +11,7 @@ from matplotlib.patches import Patch  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .evaluate import ground_truth_table, prediction_table  # noqa: E402
-from ..io import InputError, atomic_path, read_json  # noqa: E402
+from ..io import InputError, atomic_path, read_annotations, read_json  # noqa: E402
 
 COLOURS = plt.get_cmap("tab20").colors
 
@@ -58,7 +58,7 @@ def per_class_ap(methods, per_class_csvs, out):
 def timelines(methods, detections_jsons, annotations, subset, out, videos=3, min_score=0.3):
     """For the `videos` test videos with the most actions: the ground truth and, below it, each
     method's detections scoring at least `min_score` (more opaque, higher score), coloured by class."""
-    dataset = read_json(annotations)
+    dataset = read_annotations(annotations)
     try:
         truth = ground_truth_table(dataset, subset)
     except InputError as err:

@@ -14,6 +14,7 @@ from ..engine.device import make_deterministic, resolve_device
 from ..methods import detector
 from ..settings import TrainConfig, full_settings
 from ..store import windows
+from ..store.stores import SHARED_ATTRS
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def train(index, annotations, subset, settings, out_model, out_log, out_summary,
     layers, temporal = net.reads
     reads = windows.KeptReads(cfg.memory_mb)
     net.fit_standardisation(reads.read(v, layers=layers, temporal=temporal) for v in videos[:STATISTICS_VIDEOS])
-    store = {k: attrs[k] for k in windows.SHARED_ATTRS}
+    store = {k: attrs[k] for k in SHARED_ATTRS}
     key = loop.fingerprint({"settings": settings, "store": store}, index, annotations)
 
     def step_losses(epoch, generator):

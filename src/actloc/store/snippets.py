@@ -7,6 +7,17 @@ import math
 import numpy as np
 
 
+def check_protocol(frames, stride, tubelet=1):
+    """ValueError unless snippets of `frames` frames (a multiple of the backbone's `tubelet`)
+    start every `stride` frames, 1 <= stride <= frames: a larger stride would skip frames."""
+    if frames < tubelet or frames % tubelet:
+        raise ValueError(f"snippet frames must be a multiple of the backbone's tubelet ({tubelet} frames), "
+                         f"got {frames}")
+    if not 1 <= stride <= frames:
+        raise ValueError(f"stride must be within 1..{frames} (the snippet frames): a larger one would skip "
+                         f"frames, got {stride}")
+
+
 def snippet_count(frames, length, stride):
     """Snippets from frame 0 every `stride` frames until one reaches the last frame."""
     return 1 + max(0, math.ceil((frames - length) / stride)) if frames > 0 else 0
@@ -20,8 +31,7 @@ def _stack(frames, count, length, stride):
 def snippet_batches(frames, length, stride, batch):
     """Group a stream of frames into uint8 arrays (n <= batch, length, H, W, 3) of consecutive
     snippets, the last snippet padded with the last frame. Holds one batch of frames at a time."""
-    if not 0 < stride <= length:
-        raise ValueError(f"stride must be within 1..{length} (the snippet length), got {stride}")
+    check_protocol(length, stride)
     need = (batch - 1) * stride + length  # frames that `batch` consecutive snippets span
     buffer, read, emitted = [], 0, 0
     for frame in frames:

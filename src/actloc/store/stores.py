@@ -106,6 +106,23 @@ def write_store(path, source, layers, pooled, temporal=None, **attrs):
         return writer.finish(**attrs)
 
 
+# What all stores of one index, training or model share: one backbone, its taps, the snippet protocol.
+SHARED_ATTRS = ("backbone", "preset", "identity", "layers", "pixels", "temporal", "channels", "snippet_frames",
+                "stride")
+
+
+def check_alike(cache, first):
+    """InputError naming `cache` unless it shares SHARED_ATTRS with `first`, another store of
+    the same index: one store of another backbone or protocol among them would train on
+    features unlike the others."""
+    differ = [f"{key} {cache.attrs[key]!r} where {first.path.name} has {first.attrs[key]!r}"
+              for key in SHARED_ATTRS if cache.attrs[key] != first.attrs[key]]
+    if differ:
+        raise InputError(f"{cache.path}: not built as the other stores ({'; '.join(differ)}); stores used "
+                         "together are of one backbone and snippet protocol: delete the odd one and rerun "
+                         "the cache stage")
+
+
 class Cache:
     """One video's store, opened and checked by `open_cache`."""
 

@@ -8,14 +8,11 @@ from dataclasses import dataclass
 import torch
 
 from ..backbones.presets import TUBELET
-from ..io import InputError, read_json
+from ..io import InputError, read_annotations, read_json
 from .snippets import seconds_to_steps
-from .stores import Cache, open_cache
+from .stores import Cache, check_alike, open_cache
 
 log = logging.getLogger(__name__)
-
-# Attributes every store of one training must share.
-SHARED_ATTRS = ("backbone", "identity", "layers", "channels", "temporal", "snippet_frames", "stride")
 
 
 @dataclass
@@ -44,7 +41,7 @@ def load(index_path, annotations_path, subset):
     Videos the index lists as missing (imported features with `missing: skip`) are left out
     with a warning; stores built with different settings are an error.
     """
-    index, dataset = read_json(index_path), read_json(annotations_path)
+    index, dataset = read_json(index_path, ("stores",), "a cache index"), read_annotations(annotations_path)
     classes = dataset["classes"]
     entries = {v: e for v, e in dataset["database"].items() if e["subset"] == subset}
     skipped = sorted(set(entries) & set(index.get("missing", [])))
@@ -58,10 +55,7 @@ def load(index_path, annotations_path, subset):
     for name in sorted(set(entries) - set(skipped)):
         cache = open_cache(index["stores"][name]["path"])
         first = first or cache
-        differ = [key for key in SHARED_ATTRS if cache.attrs[key] != first.attrs[key]]
-        if differ:
-            raise InputError(f"{cache.path}: {', '.join(differ)} differ(s) from {first.path}; one training "
-                             f"needs stores built with the same settings")
+        check_alike(cache, first)
         videos.append(CachedVideo(name, cache, entries[name]["duration"],
                             *ground_truth(entries[name]["annotations"], classes, cache.attrs)))
     if not videos:
