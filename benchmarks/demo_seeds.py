@@ -60,7 +60,8 @@ def run(config, name, method, seed):
         if config["methods"][method]["type"] == "lofi":
             index = tuned_cache(config, name, method, seed, tmp)
         summary = train.train(index, annotations, dataset["train_subset"], settings, tmp / "model.pt",
-                              tmp / "log.csv", tmp / "train.json", device="cpu")
+                              tmp / "log.csv", tmp / "train.json", device="cpu",
+                              backbone=results.parent / "backbones" / f"{dataset['backbone']}.json")
         infer.run(tmp / "model.pt", index, annotations, dataset["test_subset"], tmp / "detections.json", "cpu")
         table, _ = evaluate.run(annotations, tmp / "detections.json", dataset["test_subset"],
                                 dataset["eval_preset"], tmp / "map.csv", tmp / "per_class.csv")

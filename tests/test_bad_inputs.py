@@ -241,6 +241,8 @@ def test_an_index_without_stores_or_annotations_without_classes_are_named(tmp_pa
 def test_outputs_never_overwrite_inputs_or_each_other(tmp_path, capfd, synthetic_dataset):
     index, annotations = synthetic_dataset
     args = train_args(index, annotations, tmp_path, HEAD_ONLY)
+    # Inline --settings longer than a file name may be are no path, not an error.
+    assert not cli.is_file(tmp_path / json.dumps({"method": "head_only", "head": {"width": 8}} | {"x" * 300: 1}))
     args[args.index("--out-log") + 1] = tmp_path / "m.pt"
     fails_cleanly(capfd, tmp_path, *args, says="--out-model and --out-log are the same file")
     (tmp_path / "predictions.json").write_text(json.dumps({"results": {}}))

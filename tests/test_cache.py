@@ -129,7 +129,8 @@ def test_store_attributes_record_how_it_was_built(store, settings, video):
     assert attrs == {
         "actloc_cache": stores.FORMAT, "backbone": "tiny-test", "preset": "tiny", "identity": "random:0",
         "layers": [1, 4], "snippet_frames": 16, "stride": 4, "fps": 10.0, "pixels": PIXELS, "snippets": 15,
-        "channels": 192, "temporal": True, "precision": "fp32", "actloc_version": attrs["actloc_version"],
+        "channels": 192, "temporal": True, "precision": "fp32", "block_tokens": None,
+        "actloc_version": attrs["actloc_version"],
         "video": "clip", "decoded": {"source": json.loads(decode.info_path(video).read_text())["source"], "frames": 72},
     }
     group = zarr.open_group(store, mode="r")

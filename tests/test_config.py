@@ -9,7 +9,7 @@ from snakemake.utils import validate
 
 from actloc import config as cfg
 from actloc.datasets.demo import plan
-from actloc.settings import HeadConfig, LofiConfig, LosaConfig, TrainConfig
+from actloc.settings import HeadConfig, LofiConfig, LosaConfig, PartialConfig, TrainConfig
 from conftest import ROOT
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -29,7 +29,7 @@ def test_the_shipped_config_passes_every_check(shipped):
 
 @pytest.mark.parametrize("change, message", [
     (lambda c: c["methods"]["losa"].update(losa={"reduction": 4, "heads": 7}),
-     "methods.losa.losa on dataset 'demo' (backbone 'tiny-random', 192 channels): losa: adapter width 48 "
+     "methods.losa LoSA settings on dataset 'demo' (backbone 'tiny-random', 192 channels): losa: adapter width 48 "
      "(channels 192 / reduction 4) is not a multiple of heads 7"),
     (lambda c: c["datasets"]["demo"]["snippets"].update(stride=20), "dataset 'demo': snippets: stride must be within 1..16"),
     (lambda c: c["datasets"]["demo"]["snippets"].update(frames=15), "snippet frames must be a multiple of the backbone's tubelet (2 frames), got 15"),
@@ -43,6 +43,13 @@ def test_the_shipped_config_passes_every_check(shipped):
     (lambda c: c.update(targets=["nope"]), "targets names 'nope'"),
     (lambda c: c["methods"].update(cache={"type": "head_only"}), "method name 'cache' is reserved"),
     (lambda c: c["backbones"].update(lofi={"preset": "tiny"}), "'lofi' names both a LoFi method"),
+    (lambda c: c["backbones"]["tiny-random"].pop("tokens"),
+     "dataset 'demo' lists method 'partial' (partial), which tunes the upper blocks from cached block tokens, but "
+     "its backbone 'tiny-random' caches none"),
+    (lambda c: c["methods"]["partial"]["partial"].update(kernel=2), "methods.partial.partial: partial: "
+                                                                    "adapter_reduction must be at least 1 and kernel odd"),
+    (lambda c: c["methods"]["partial"]["partial"].update(losa={"heads": 7}),
+     "methods.partial LoSA settings on dataset 'demo'"),
 ])
 def test_each_cross_check_is_one_error_naming_the_entry(shipped, change, message):
     config = copy.deepcopy(shipped)
@@ -65,8 +72,9 @@ def described_defaults(properties):
 
 @pytest.mark.parametrize("path, settings", [
     (("$defs", "head", "properties"), HeadConfig), (("$defs", "train", "properties"), TrainConfig),
-    (("$defs", "method", "properties", "losa", "properties"), LosaConfig),
+    (("$defs", "losa", "properties"), LosaConfig),
     (("$defs", "method", "properties", "lofi", "properties"), LofiConfig),
+    (("$defs", "method", "properties", "partial", "properties"), PartialConfig),
 ])
 def test_the_schema_states_the_codes_defaults(path, settings):
     node = yaml.safe_load(SCHEMA.read_text())
@@ -95,7 +103,9 @@ def test_command_options_from_config_entries(shipped):
     assert "--video-prefix" in cfg.annotation_options(shipped["datasets"]["anet"])
     assert shlex.split(cfg.backbone_options(shipped["backbones"]["tiny-random"])) == [
         "--preset", "tiny", "--seed", "0", "--precision", "fp32", "--pixels", "16", "--layers", "1", "2", "3", "4",
-        "--temporal"]
+        "--temporal", "--tokens"]
+    tokens = {**shipped["backbones"]["tiny-random"], "tokens": {"block": 3}}
+    assert shlex.split(cfg.backbone_options(tokens))[-3:] == ["--tokens", "--token-block", "3"]
 
 
 def test_method_settings_merge_dataset_and_method(shipped):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from actloc.backbones import videomae
+from actloc.engine.device import fixed_bytes, saved_bytes
 from actloc.io import InputError, write_json
 from actloc.methods import lofi
 from actloc.methods.detector import Detector
@@ -156,7 +157,7 @@ def test_memory_estimate_matches_what_autograd_keeps_and_shrinks_with_fidelity()
     clips = torch.zeros(6, 16, 64, 64, 3)
     # The backbone's share, measured on one clip, is what autograd keeps per clip of six; the
     # rest is the clip itself (uint8 and float) and the head's share.
-    backbone_and_clip = lofi.saved_bytes(lambda: net.features(clips), net) / 6 + clips[0].numel() * 5
+    backbone_and_clip = saved_bytes(lambda: net.features(clips), net) / 6 + clips[0].numel() * 5
     assert 0 <= per_clip[64] - backbone_and_clip < 0.05 * per_clip[64]
     assert 3 < per_clip[64] / per_clip[32] < 4.5  # a quarter of the tokens
     checkpointed = small_net(trainable_blocks=None, checkpointing=True)
@@ -170,7 +171,7 @@ def test_a_step_over_the_budget_or_at_full_fidelity_is_refused_before_training(d
     plan = lofi.plan_steps(net, ["S", "T"], PIXELS, LofiConfig(budget_mb=2000), train_cfg, autocast, "cpu")
     assert plan["S"][1] > plan["T"][1] >= net.detector.head.max_stride  # smaller snippets: more a step
     # One byte short of the shortest T step: S fits, T is refused.
-    shortest = lofi.fixed_bytes(net) + plan["T"][2] * train_cfg.batch * net.detector.head.max_stride
+    shortest = fixed_bytes(net) + plan["T"][2] * train_cfg.batch * net.detector.head.max_stride
     with pytest.raises(InputError, match=r"a step at fidelity T \(64 px, every 4 snippet\(s\)\) needs \d+ MB.*"
                                          r"the budget is [\d.]+ MB\. Raise lofi.budget_mb"):
         lofi.plan_steps(net, ["S", "T"], PIXELS, LofiConfig(budget_mb=(shortest - 1) / 2**20), train_cfg,

@@ -67,7 +67,7 @@ def test_a_registered_toy_method_trains_and_infers_through_the_cli(tmp_path, syn
                      "--out-log", out / "train_log.csv", "--out-summary", out / "train.json", "--device", "cpu"]) == 0
     net, saved = detector.load(out / "model.pt")
     assert saved["settings"]["method"] == toy_method and type(net.features).__name__ == "MeanOfLayers"
-    assert net.reads == (None, False) and net.pooled_mean.shape[0] == 2  # every tapped layer, standardised
+    assert net.reads == {"layers": None, "temporal": False, "tokens": False} and net.pooled_mean.shape[0] == 2  # every tapped layer, standardised
     assert cli.main(["infer", "--model", out / "model.pt", "--index", index, "--annotations", annotations,
                      "--subset", "training", "--out", out / "detections.json", "--device", "cpu"]) == 0
     table, _ = evaluate.run(annotations, out / "detections.json", "training", "thumos", out / "map.csv",

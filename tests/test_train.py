@@ -70,7 +70,7 @@ def test_training_windows_keep_half_an_action_and_collate_pads_and_shifts(synthe
         inside = (video.segments[:, 1].clamp(max=stop) - video.segments[:, 0].clamp(min=start)).clamp(min=0)
         assert stop - start == 16 and (inside / (video.segments[:, 1] - video.segments[:, 0]) >= 0.5).any()
     assert windows.training_window(video.length, video.segments, 1000, generator) == (0, video.length)
-    batch = windows.collate([videos[0], videos[1]], [(3, 13), (0, 20)], None, True, 8)
+    batch = windows.collate([videos[0], videos[1]], [(3, 13), (0, 20)], {"layers": None, "temporal": True}, 8)
     assert batch["pooled"].shape == (2, 2, 24, 8) and batch["temporal"].shape == (2, 2, 24, 4, 8)
     assert batch["mask"].sum(1).tolist() == [10, 20] and batch["pooled"][0, :, 10:].abs().sum() == 0
     segments, _ = batch["targets"][0]
@@ -182,4 +182,4 @@ def test_kept_reads_equal_the_stores_and_read_each_once_while_they_fit(synthetic
     none_kept = windows.KeptReads(memory_mb=0)
     calls.clear()
     none_kept.read(videos[0], 0, 5, None, True)
-    assert calls == [(0, 5, None, True)]  # too big to keep: the window alone, from the store
+    assert calls == [(0, 5, None, True, False)]  # too big to keep: the window alone, from the store

@@ -159,8 +159,11 @@ def cmd_decode_index(args):
 def cmd_backbone(args):
     from .stages import backbone
 
+    tokens = None
+    if args.tokens or args.token_block is not None or args.token_grid is not None:
+        tokens = {"block": args.token_block, "grid": args.token_grid}
     settings = backbone.describe(args.name, args.preset, args.checkpoint, args.seed, args.pixels, args.layers,
-                                 args.temporal, args.precision)
+                                 args.temporal, args.precision, tokens)
     write_json(args.out, settings)
     log.info("%s: %s, %s, %d parameters, layers %s", args.out, args.preset, settings["identity"],
              settings["parameters"], settings["layers"])
@@ -224,7 +227,7 @@ def cmd_train(args):
                                args.out_summary, args.checkpoint, args.device)
     else:
         summary = train.train(args.index, args.annotations, args.subset, settings, args.out_model, args.out_log,
-                              args.out_summary, args.checkpoint, args.device)
+                              args.out_summary, args.checkpoint, args.device, args.backbone)
     log.info("%s: %s, %d trainable parameters, %.1f s, peak %.0f MB", args.out_model, summary["method"],
              summary["trainable_parameters"], summary["train_seconds"], summary["peak_memory_mb"])
     return [path for path in (args.out_model, args.out_backbone, args.out_log, args.out_summary) if path]
@@ -335,6 +338,11 @@ def parser():
     p.add_argument("--temporal", action=argparse.BooleanOptionalAction, default=True,
                    help="also cache per-tubelet-step tokens (T x t x C)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--tokens", action="store_true", help="also cache the tokens leaving one block (--token-block), "
+                                                         "which the partial method trains the blocks above on")
+    p.add_argument("--token-block", type=at_least(1), help="that block (default: half the depth); implies --tokens")
+    p.add_argument("--token-grid", type=at_least(1), help="its tokens pooled to this grid a tubelet step (default 4, "
+                                                          "or the full grid if smaller); implies --tokens")
     p.add_argument("--out", required=True, help="JSON the cache stage reads")
     p.set_defaults(func=cmd_backbone, outputs=("out",))
 
@@ -376,7 +384,8 @@ def parser():
                         '"lofi": {...}, "train": {...}}; what is left out takes its default')
     p.add_argument("--out-model", required=True,
                    help="model.pt: the EMA weights and settings; lofi: the tuned backbone's .pth")
-    p.add_argument("--backbone", help="lofi: JSON of `actloc backbone` for the backbone to tune")
+    p.add_argument("--backbone", help="lofi: JSON of `actloc backbone` for the backbone to tune; partial: the one "
+                                      "that built the cache, whose upper blocks it tunes")
     p.add_argument("--out-backbone", help="lofi: the tuned backbone's JSON, which the cache stage reads")
     p.add_argument("--backbone-name", default="lofi", help="lofi: the tuned backbone's name in its caches")
     p.add_argument("--out-log", required=True, help="train_log.csv, a row per epoch")
@@ -435,6 +444,13 @@ def option_name(dest):
     return dest if dest in POSITIONAL else "--" + dest.replace("_", "-")
 
 
+def is_file(path):
+    try:
+        return path.is_file()
+    except OSError:  # not a path: inline JSON longer than a file name may be
+        return False
+
+
 def check_outputs(args):
     """No command writes over one of its input files, or writes two output files to one path
     (output folders may hold inputs: decode checks each file it writes there)."""
@@ -451,7 +467,7 @@ def check_outputs(args):
             continue
         for text in value if isinstance(value, list) else [value]:
             path = Path(text.removeprefix("@")) if isinstance(text, str) and text.strip("@") else None  # @: --settings
-            if path and path.is_file() and path.resolve() in outputs:
+            if path and is_file(path) and path.resolve() in outputs:
                 raise InputError(f"{option_name(outputs[path.resolve()])} {path} is also an input "
                                  f"({option_name(dest)}); {args.command} would write over it")
 

@@ -9,14 +9,14 @@ import shlex
 
 from . import datasets, methods
 from .backbones.presets import PRESETS, TUBELET
-from .settings import LofiConfig, LosaConfig, TrainConfig, head_config
+from .settings import LofiConfig, LosaConfig, PartialConfig, TrainConfig, head_config
 from .store.snippets import check_protocol
 
 # Folders of results/{ds}/ that a method's results/{ds}/{method}/ must not shadow.
 RESERVED = {"cache", "videos", "source", "logs", "benchmarks"}
 # The built-in methods' own settings, checked at parse time; another method's own entry is
 # checked by its dataclass when it trains.
-OWN_SETTINGS = {"losa": LosaConfig, "lofi": LofiConfig}
+OWN_SETTINGS = {"losa": LosaConfig, "lofi": LofiConfig, "partial": PartialConfig}
 
 
 class ConfigError(ValueError):
@@ -93,12 +93,17 @@ def check_dataset(config, ds, d):
         if m["type"] == "lofi" and not entry:
             raise ConfigError(f"{where} lists LoFi method {method!r}, which tunes the backbone on videos, but its "
                               f"backbone {d['backbone']!r} is imported features")
-        if m["type"] == "losa" and channels:
-            losa = LosaConfig(**m.get("losa", {}))
+        if m["type"] == "partial" and not (entry and "tokens" in entry):
+            raise ConfigError(f"{where} lists method {method!r} (partial), which tunes the upper blocks from cached "
+                              f"block tokens, but its backbone {d['backbone']!r} caches none: set tokens (e.g. "
+                              "tokens: {}) in its backbones entry")
+        if m["type"] in ("losa", "partial") and channels:
+            own = m.get(m["type"], {})
+            losa = LosaConfig(**(own if m["type"] == "losa" else own.get("losa", {})))
             try:
                 losa.adapter_width(channels)
             except ValueError as err:
-                raise ConfigError(f"config.yaml: methods.{method}.losa on dataset {ds!r} (backbone "
+                raise ConfigError(f"config.yaml: methods.{method} LoSA settings on dataset {ds!r} (backbone "
                                   f"{d['backbone']!r}, {channels} channels): {err}") from None
 
 
@@ -153,4 +158,8 @@ def backbone_options(entry):
     args += ["--pixels", str(entry["pixels"])] if "pixels" in entry else []
     args += ["--layers", *map(str, entry["layers"])] if "layers" in entry else []
     args += ["--temporal" if entry["temporal"] else "--no-temporal"]
+    tokens = entry.get("tokens")
+    if tokens is not None:  # {} asks for the defaults
+        args += ["--tokens", *(arg for key in ("block", "grid") if key in tokens
+                               for arg in (f"--token-{key}", str(tokens[key])))]
     return shlex.join(args)

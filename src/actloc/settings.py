@@ -6,7 +6,7 @@ the Snakefile imports this module.
 """
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from .io import InputError
 from .methods import get as get_method
@@ -121,6 +121,24 @@ class LofiConfig:
                              f"got {self.trainable_blocks}")
         if self.switch_every < 1:
             raise ValueError(f"switch_every must be at least 1, got {self.switch_every}")
+
+
+@dataclass(frozen=True)
+class PartialConfig:
+    adapter_reduction: int = 4  # the in-block adapters' bottleneck: block width / reduction
+    kernel: int = 3  # their depthwise convolution over tubelet steps
+    tune_blocks: int = 0  # the top blocks tuned in full, besides the adapters (and then the final norm)
+    checkpointing: bool = True  # keep each upper block's input only, recompute the rest in backward
+    budget_mb: float = 40_000  # weights, optimiser state and activations of one step
+    losa: dict = field(default_factory=dict)  # LoSA on the tapped layers (LosaConfig's settings)
+
+    def __post_init__(self):
+        if self.adapter_reduction < 1 or self.kernel < 1 or self.kernel % 2 == 0:
+            raise ValueError(f"partial: adapter_reduction must be at least 1 and kernel odd, got "
+                             f"{self.adapter_reduction} and {self.kernel}")
+        if self.tune_blocks < 0:
+            raise ValueError(f"partial: tune_blocks must be at least 0, got {self.tune_blocks}")
+        LosaConfig(**self.losa)
 
 
 def head_config(entry):

@@ -179,6 +179,18 @@ def cache_index(wildcards):
     return f"results/{wildcards.ds}/cache/{dataset(wildcards)['backbone']}.json"
 
 
+def tuned_backbone(wildcards):
+    """The backbone JSON a method tunes the upper blocks of (partial), or none."""
+    if config["methods"][wildcards.method]["type"] != "partial":
+        return []
+    return f"results/backbones/{dataset(wildcards)['backbone']}.json"
+
+
+def tuned_backbone_option(wildcards, input):
+    """`actloc train --backbone` for a method that tunes the upper blocks, else nothing."""
+    return f"--backbone {shlex.quote(input.backbone)}" if input.get("backbone") else ""
+
+
 def methods_of(wildcards):
     return dataset(wildcards)["methods"]
 

@@ -2,6 +2,7 @@ rule train:
     input:
         index=cache_index,
         annotations="results/{ds}/annotations.json",
+        backbone=tuned_backbone,
     output:
         model="results/{ds}/{method}/model.pt",
         log_csv="results/{ds}/{method}/train_log.csv",
@@ -25,8 +26,9 @@ rule train:
         # Not an output: it must outlive a failed or killed job, which resumes from it.
         checkpoint="results/{ds}/{method}/checkpoint.pt",
         device=config["device"],
+        backbone=tuned_backbone_option,
     shell:
         "actloc train --index {input.index:q} --annotations {input.annotations:q}"
-        " --subset {params.subset} --settings {params.settings:q}"
+        " --subset {params.subset} --settings {params.settings:q} {params.backbone}"
         " --out-model {output.model:q} --out-log {output.log_csv:q} --out-summary {output.summary:q}"
         " --checkpoint {params.checkpoint:q} --device {params.device:q} --threads {threads} 2> {log:q}"

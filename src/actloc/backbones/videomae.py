@@ -100,16 +100,19 @@ class PatchEmbed(nn.Module):
 
 class Backbone(nn.Module):
     """VideoMAE-layout ViT. `final_norm`: `fc_norm` (applied after mean pooling, fine-tuned
-    models), `norm` (applied to the last block's tokens, pre-training encoders) or `none`."""
+    models), `norm` (applied to the last block's tokens, pre-training encoders) or `none`.
+    `first_block` > 0 leaves out the blocks below it (placeholders without weights): a model
+    that only runs on tokens leaving block `first_block` (`run_blocks`), as partial does."""
 
-    def __init__(self, preset, final_norm="fc_norm", layer_scale=False):
+    def __init__(self, preset, final_norm="fc_norm", layer_scale=False, first_block=0):
         super().__init__()
         if final_norm not in FINAL_NORMS:
             raise ValueError(f"final_norm must be one of {FINAL_NORMS}, not {final_norm!r}")
-        self.preset = preset
+        self.preset, self.first_block = preset, first_block
         self.patch_embed = PatchEmbed(preset.width, preset.patch)
         self.blocks = nn.ModuleList(
-            Block(preset.width, preset.heads, preset.mlp, layer_scale) for _ in range(preset.depth))
+            Block(preset.width, preset.heads, preset.mlp, layer_scale) if index >= first_block else nn.Identity()
+            for index in range(preset.depth))
         self.norm = nn.LayerNorm(preset.width, eps=1e-6) if final_norm == "norm" else None
         self.fc_norm = nn.LayerNorm(preset.width, eps=1e-6) if final_norm == "fc_norm" else None
         self.native_grid = (preset.frames // TUBELET, preset.pixels // preset.patch, preset.pixels // preset.patch)
@@ -149,12 +152,21 @@ class Backbone(nn.Module):
         The last block's tokens get `norm` when the model has one (`fc_norm` acts after pooling,
         see `pool`).
         """
-        if not layers or min(layers) < 1 or max(layers) > len(self.blocks):
-            raise ValueError(f"layers must be within 1..{len(self.blocks)}, got {list(layers)}")
-        x, (t, h, w) = self.embed(clips)
+        x, grid = self.embed(clips)
+        return self.run_blocks(x, grid, 0, layers)
+
+    def run_blocks(self, x, grid, start, layers, run=None):
+        """Tokens (B, t, h*w, width) after each of `layers` (1-based, in the order asked), from
+        tokens x (B, t*h*w, width) of the (t, h, w) `grid` leaving block `start` (0: the
+        embedding). `run(index, block, x)` runs a block, if given (checkpointing, adapters)."""
+        if not layers or min(layers) <= start or max(layers) > len(self.blocks) or start < self.first_block:
+            raise ValueError(f"layers must be within {max(start, self.first_block) + 1}..{len(self.blocks)}, "
+                             f"got {list(layers)}")
+        t, h, w = grid
         taps = {}
-        for index, block in enumerate(self.blocks[:max(layers)], start=1):
-            x = block(x)
+        for index in range(start + 1, max(layers) + 1):
+            block = self.blocks[index - 1]
+            x = run(index, block, x) if run else block(x)
             if index in layers:
                 out = self.norm(x) if index == len(self.blocks) and self.norm is not None else x
                 taps[index] = out.view(x.shape[0], t, h * w, -1)

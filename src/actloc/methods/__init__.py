@@ -27,6 +27,10 @@ class Method:
     # Its own training instead of the one against the cache (LoFi's stage A, on videos): called
     # as train(index, annotations, subset, settings, **the `actloc train` options it uses).
     train: Callable | None = None
+    # Whether it reads the block tokens (the token map leaving one block, docs/design.md#partial):
+    # its `features` then also gets the store's attributes, and its module has
+    # `upper_taps(pooled, temporal, block_tokens)` recomputing the taps above that block.
+    tokens: bool = False
 
     def __post_init__(self):
         if self.layers not in ("last", "all"):

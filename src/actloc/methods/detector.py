@@ -15,14 +15,17 @@ from .head import Head
 
 
 class Detector(nn.Module):
-    def __init__(self, method, channels, n_layers, classes, head=HeadConfig(), settings=None):
-        """`method`: its name (see actloc.methods.get); `settings`: its own settings dataclass."""
+    def __init__(self, method, channels, n_layers, classes, head=HeadConfig(), settings=None, store=None):
+        """`method`: its name (see actloc.methods.get); `settings`: its own settings dataclass;
+        `store`: the cache's attributes (a method reading block tokens needs them)."""
         super().__init__()
         spec = get(method)
-        self.method, self.layers, self.temporal = method, spec.layers, spec.temporal
+        self.method, self.layers, self.temporal, self.tokens = method, spec.layers, spec.temporal, spec.tokens
         # The head is built first so that, from one seed, every method gets the same head.
         self.head = Head(channels, classes, head)
-        self.features = spec.features(channels, n_layers, settings)
+        # A method that reads block tokens builds the blocks above them from the store's attributes.
+        self.features = (spec.features(channels, n_layers, settings, store) if spec.tokens
+                         else spec.features(channels, n_layers, settings))
         read = 1 if spec.layers == "last" else n_layers
         for name in ("pooled", "temporal"):
             self.register_buffer(f"{name}_mean", torch.zeros(read, channels))
@@ -30,8 +33,9 @@ class Detector(nn.Module):
 
     @property
     def reads(self):
-        """What this method reads from a store: (layers for Cache.read, temporal tokens?)."""
-        return ("last" if self.layers == "last" else None), self.temporal
+        """What this method reads from a store: Cache.read's layers, temporal and tokens."""
+        return {"layers": "last" if self.layers == "last" else None, "temporal": self.temporal,
+                "tokens": self.tokens}
 
     def standardise(self, name, x):
         """(x - mean) / std per layer and channel; x is (B, L, T, [t,] C)."""
@@ -54,17 +58,35 @@ class Detector(nn.Module):
             getattr(self, f"{name}_mean").copy_(mean)
             getattr(self, f"{name}_std").copy_(variance.sqrt().clamp(min=1e-6))
 
+    def inputs(self, batch):
+        """The features' inputs before standardisation: the cached taps, those above the
+        block tokens recomputed from them by a method that reads them."""
+        if not self.tokens:
+            return batch["pooled"], batch["temporal"]
+        return self.features.upper_taps(batch["pooled"], batch["temporal"], batch["block_tokens"], batch["mask"])
+
+    @torch.no_grad()
+    def read_inputs(self, read):
+        """`inputs` of one whole-video store read ({name: (L, T, ...)}), on the CPU: what the
+        standardisation is fitted on."""
+        device = self.pooled_mean.device
+        batch = {"temporal": None, "block_tokens": None} | {name: x[None].to(device) for name, x in read.items()}
+        batch["mask"] = torch.ones(1, read["pooled"].shape[1], dtype=torch.bool, device=device)
+        pooled, temporal = self.inputs(batch)
+        return {"pooled": pooled[0].cpu()} | ({"temporal": temporal[0].cpu()} if temporal is not None else {})
+
     def forward(self, batch):
-        temporal = batch["temporal"]
+        pooled, temporal = self.inputs(batch)
         temporal = None if temporal is None else self.standardise("temporal", temporal)
-        x = self.features(self.standardise("pooled", batch["pooled"]), temporal, batch["mask"])
+        x = self.features(self.standardise("pooled", pooled), temporal, batch["mask"])
         return self.head(x.transpose(1, 2), batch["mask"])
 
 
-def build(settings, channels, n_layers, classes):
-    """The detector of a method's settings (plain dicts, as written by settings.full_settings)."""
-    return Detector(settings["method"], channels, n_layers, classes, head_config(settings.get("head", {})),
-                    method_config(settings))
+def build(settings, store, classes):
+    """The detector of a method's settings (plain dicts, as written by settings.full_settings)
+    for a cache with the attributes `store`."""
+    return Detector(settings["method"], store["channels"], len(store["layers"]), classes,
+                    head_config(settings.get("head", {})), method_config(settings), store)
 
 
 def save(path, model, settings, classes, store_attrs, summary):
@@ -79,8 +101,7 @@ def load(path, device="cpu"):
     """(model in eval mode, the saved payload) from a model.pt."""
     payload = load_weights(path)
     try:
-        attrs = payload["store"]
-        model = build(payload["settings"], attrs["channels"], len(attrs["layers"]), len(payload["classes"]))
+        model = build(payload["settings"], payload["store"], len(payload["classes"]))
         model.load_state_dict(payload["state"])
     except Exception as err:  # a checkpoint of something else lacks keys or has other shapes
         raise InputError(f"{path}: not a model written by actloc train ({first_line(err)})") from None

@@ -37,7 +37,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..backbones import videomae
 from ..engine import loop
-from ..engine.device import make_deterministic, resolve_device
+from ..engine.device import fixed_bytes, make_deterministic, resolve_device, saved_bytes
 from ..io import InputError, atomic_path, read_annotations, read_json, write_json
 from ..settings import CYCLE, MODES, LofiConfig, TrainConfig, full_settings, head_config
 from ..stages import backbone, decode
@@ -178,22 +178,6 @@ class EndToEnd(nn.Module):
         return self.detector({"pooled": pooled, "temporal": None, "mask": mask}), mask
 
 
-def saved_bytes(fn, module):
-    """Bytes of the tensors autograd keeps for backward while `fn()` runs `module`, whose own
-    parameters aside."""
-    storages = {}
-
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        kept = fn()  # noqa: F841 (alive until counted: no saved storage is freed and its address reused)
-        parameters = {p.untyped_storage().data_ptr() for p in module.parameters()}
-        return sum(size for ptr, size in storages.items() if ptr not in parameters)
-
-
 def snippet_bytes(net, side, cfg, autocast, device):
     """Activation bytes one snippet adds to a step at this frame side: the clip, each trainable
     block's kept input (checkpointing) or all its activations, the one block being recomputed,
@@ -216,13 +200,6 @@ def snippet_bytes(net, side, cfg, autocast, device):
         head = saved_bytes(lambda: net.detector.head.loss(net.detector(batch), target, update_norm=False),
                            net.detector) / probe
     return clip.numel() * (1 + 4) + embed + kept + head  # the uint8 clip and its float copy
-
-
-def fixed_bytes(net):
-    """Weights (the model's and the EMA's), and gradients and two AdamW moments of what trains."""
-    weights = sum(p.numel() * p.element_size() for p in net.parameters())
-    trainable = sum(p.numel() * p.element_size() for p in net.parameters() if p.requires_grad)
-    return 2 * weights + 3 * trainable
 
 
 def plan_steps(net, modes, pixels, cfg, train_cfg, autocast, device):

@@ -14,10 +14,17 @@ def identity(checkpoint=None, seed=0):
 SETTINGS = ("name", "preset", "checkpoint", "seed", "identity", "layers", "pixels", "temporal", "precision")
 
 
+DEFAULT_TOKEN_GRID = 4  # 16 tokens a tubelet step: ViT-g's 0.36 MB a snippet, not 5.8 at its full 16 x 16
+
+
 def describe(name, preset_name, checkpoint=None, seed=0, pixels=None, layers=None, temporal=True,
-             precision="fp32"):
+             precision="fp32", tokens=None):
     """Everything the cache stage needs to rebuild this backbone, checked once: the settings,
-    the weights' identity and the loading report. Written as JSON by `actloc backbone`."""
+    the weights' identity and the loading report. Written as JSON by `actloc backbone`.
+
+    `tokens` ({block, grid}, either left out for its default, or None for none) also caches the
+    token map leaving that block, pooled to grid x grid a tubelet step, for partial
+    (actloc.methods.partial); it records the final norm and layer scale the upper blocks need."""
     model, report = load(preset_name, checkpoint, seed)
     preset = model.preset
     layers = sorted(set(layers)) if layers else default_layers(preset.depth)
@@ -29,7 +36,23 @@ def describe(name, preset_name, checkpoint=None, seed=0, pixels=None, layers=Non
     if precision not in ("fp32", "bf16"):
         raise InputError(f"backbone {name}: precision must be fp32 or bf16, not {precision!r}")
     return {"name": name, **report, "seed": seed, "identity": identity(checkpoint, seed), "layers": layers,
-            "pixels": pixels, "temporal": temporal, "precision": precision}
+            "pixels": pixels, "temporal": temporal, "precision": precision,
+            "block_tokens": None if tokens is None else block_tokens(name, model, pixels, **tokens)}
+
+
+def block_tokens(name, model, pixels, block=None, grid=None):
+    """The token cache's settings: block k (default half the depth) and grid g (default
+    DEFAULT_TOKEN_GRID, at most the full grid), with what the blocks above k are built with."""
+    depth, full = len(model.blocks), pixels // model.preset.patch
+    block = depth // 2 if block is None else block
+    grid = min(DEFAULT_TOKEN_GRID, full) if grid is None else grid
+    if not 1 <= block < depth:
+        raise InputError(f"backbone {name}: tokens.block {block} must be within 1..{depth - 1}, leaving a block above")
+    if not 1 <= grid <= full:
+        raise InputError(f"backbone {name}: tokens.grid {grid} must be within 1..{full} (the full grid: {pixels} px "
+                         f"in patches of {model.preset.patch})")
+    final_norm = "fc_norm" if model.fc_norm is not None else "norm" if model.norm is not None else "none"
+    return {"block": block, "grid": grid, "final_norm": final_norm, "layer_scale": model.blocks[0].gamma_1 is not None}
 
 
 def read_description(path):

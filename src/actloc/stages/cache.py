@@ -5,12 +5,14 @@ per-video arrays) become stores too. Stores already complete with the same setti
 
 import contextlib
 import logging
+import math
 import queue
 import threading
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import zarr
 from tqdm import tqdm
 
@@ -19,7 +21,7 @@ from ..backbones.presets import TUBELET
 from ..engine.device import resolve_device
 from ..io import InputError, atomic_path, dataset_videos, read_json, video_paths, write_json
 from ..store.snippets import snippet_batches, snippet_count
-from ..store.stores import StoreWriter, check_alike, open_cache, write_store
+from ..store.stores import StoreWriter, array_shapes, check_alike, open_cache, write_store
 from . import decode
 
 log = logging.getLogger(__name__)
@@ -67,7 +69,8 @@ def prefetched(items, depth=2):
 def protocol_attrs(settings):
     """What every store built by the backbone `settings` describes records, whatever the video."""
     return {"backbone": settings["name"], "identity": settings["identity"], "layers": settings["layers"],
-            "pixels": settings["pixels"], "temporal": settings["temporal"], "precision": settings["precision"]}
+            "pixels": settings["pixels"], "temporal": settings["temporal"], "precision": settings["precision"],
+            "block_tokens": settings.get("block_tokens")}
 
 
 def expected_attrs(settings, snippet_frames, stride, video):
@@ -86,6 +89,15 @@ def done(out, expect):
         return open_cache(out, expect)
     except InputError:
         return None
+
+
+def pooled_grid(tokens, grid):
+    """Tokens (B, t, h*w, C) of a square h x w map averaged to (B, t, grid*grid, C)."""
+    batch, steps, count, channels = tokens.shape
+    side = math.isqrt(count)
+    maps = tokens.reshape(batch * steps, side, side, channels).permute(0, 3, 1, 2)
+    pooled = F.adaptive_avg_pool2d(maps, grid)
+    return pooled.flatten(2).transpose(1, 2).reshape(batch, steps, grid * grid, channels)
 
 
 def clip_stream(videos, pixels, snippet_frames, stride, batch, threads=None):
@@ -130,8 +142,12 @@ def build_all(videos, outs, settings, snippet_frames=16, stride=4, batch=8, devi
     model, _ = videomae.load(settings["preset"], checkpoint, settings["seed"])
     device = resolve_device(device)
     model.to(device)
-    layers, pixels = settings["layers"], settings["pixels"]
-    tokens = snippet_frames // TUBELET if settings["temporal"] else 0
+    layers, pixels, block_tokens = settings["layers"], settings["pixels"], settings.get("block_tokens")
+    steps = snippet_frames // TUBELET
+    tokens = steps if settings["temporal"] else 0
+    run = sorted(set(layers) | ({block_tokens["block"]} if block_tokens else set()))
+    grid = block_tokens and block_tokens["grid"]
+    shapes = array_shapes(len(layers), model.preset.width, tokens, grid and (steps, grid * grid))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings["precision"] == "bf16")
     total = sum(expect[video]["snippets"] for video, _ in todo)
     stream = prefetched(clip_stream([video for video, _ in todo], pixels, snippet_frames, stride, batch, threads))
@@ -140,17 +156,18 @@ def build_all(videos, outs, settings, snippet_frames=16, stride=4, batch=8, devi
         for video, out in todo:
             bar.set_postfix_str(video.name, refresh=False)
             with atomic_path(out) as tmp:
-                writer = StoreWriter(zarr.open_group(tmp, mode="w"), video, layers, model.preset.width, tokens,
-                                     expect[video]["snippets"])
+                writer = StoreWriter(zarr.open_group(tmp, mode="w"), video, layers, shapes, expect[video]["snippets"])
                 for clips in stream:
                     if clips is None:
                         break
                     with autocast:
-                        taps = model(torch.from_numpy(clips).to(device, non_blocking=True), layers)
-                        rows = {"pooled": torch.stack([model.pool(x, layer) for x, layer in zip(taps, layers)])}
+                        taps = dict(zip(run, model(torch.from_numpy(clips).to(device, non_blocking=True), run)))
+                        rows = {"pooled": torch.stack([model.pool(taps[layer], layer) for layer in layers])}
                         if tokens:
-                            rows["temporal"] = torch.stack([model.pool(x, layer, temporal=True)
-                                                            for x, layer in zip(taps, layers)])
+                            rows["temporal"] = torch.stack([model.pool(taps[layer], layer, temporal=True)
+                                                            for layer in layers])
+                        if grid:
+                            rows["block_tokens"] = pooled_grid(taps[block_tokens["block"]], grid)[None]
                     writer.append({k: v.float().cpu().numpy() for k, v in rows.items()})
                     bar.update(len(clips))
                 attrs[video] = writer.finish(preset=settings["preset"], video=video.stem,

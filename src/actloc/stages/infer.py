@@ -22,9 +22,7 @@ log = logging.getLogger(__name__)
 @torch.no_grad()
 def detect(net, video, classes, device):
     """One video's detections as ActivityNet result entries."""
-    layers, temporal = net.reads
-    batch = windows.to_device(windows.collate([video], [(0, video.length)], layers, temporal, net.head.max_stride),
-                           device)
+    batch = windows.to_device(windows.collate([video], [(0, video.length)], net.reads, net.head.max_stride), device)
     (segments, scores, labels), = net.head.detect(net(batch), batch["lengths"])
     seconds = steps_to_seconds(segments, video.cache.attrs).clip(0, video.duration)
     return [{"label": classes[label], "score": round(float(score), 6),
@@ -41,7 +39,7 @@ def run(model_path, index, annotations, subset, out, device="auto"):
         raise InputError(f"{model_path}: trained on classes {saved['classes'][:5]}..., {annotations} has "
                          f"{classes[:5]}...; retrain it on this dataset")
     stored = videos[0].cache.attrs
-    differ = [key for key in SHARED_ATTRS if stored[key] != saved["store"].get(key)]
+    differ = [key for key in SHARED_ATTRS if stored.get(key) != saved["store"].get(key)]
     if differ:
         raise InputError(f"{model_path}: trained on a cache with other {', '.join(differ)} than "
                          f"{videos[0].cache.path}; retrain it or point it at its own cache")

@@ -11,10 +11,12 @@ import torch
 
 from ..engine import loop
 from ..engine.device import make_deterministic, resolve_device
+from ..io import InputError
 from ..methods import detector
 from ..settings import TrainConfig, full_settings
 from ..store import windows
 from ..store.stores import SHARED_ATTRS
+from .backbone import read_description
 
 log = logging.getLogger(__name__)
 
@@ -22,29 +24,39 @@ log = logging.getLogger(__name__)
 STATISTICS_VIDEOS = 64  # the input standardisation is estimated on at most this many training videos
 
 
-def train(index, annotations, subset, settings, out_model, out_log, out_summary, checkpoint=None, device="auto"):
+def train(index, annotations, subset, settings, out_model, out_log, out_summary, checkpoint=None, device="auto",
+          backbone=None):
     """The `actloc train` command for the methods that train on a cache. Returns the summary
-    written to `out_summary`."""
+    written to `out_summary`. `backbone`: the JSON of `actloc backbone` that built the cache,
+    which a method tuning its upper blocks from block tokens (partial) loads them from."""
     settings = full_settings(settings)
     cfg = TrainConfig(**settings["train"])
     device = resolve_device(device)
     make_deterministic(cfg.seed)
     videos, classes = windows.load(index, annotations, subset)
     attrs = videos[0].cache.attrs
-    net = detector.build(settings, attrs["channels"], len(attrs["layers"]), len(classes)).to(device)
-    layers, temporal = net.reads
+    net = detector.build(settings, attrs, len(classes)).to(device)
+    max_length = cfg.max_length
+    if net.tokens:
+        if backbone is None:
+            raise InputError(f"train: method {settings['method']} tunes the backbone's upper blocks: it needs "
+                             "--backbone, the JSON of the backbone that built the cache")
+        net.features.load_backbone(read_description(backbone), attrs)
+        net.to(device)  # the loaded weights are on the CPU
+        max_length = net.features.snippets_per_step(net, cfg, device)
+    what = net.reads
     reads = windows.KeptReads(cfg.memory_mb)
-    net.fit_standardisation(reads.read(v, layers=layers, temporal=temporal) for v in videos[:STATISTICS_VIDEOS])
-    store = {k: attrs[k] for k in SHARED_ATTRS}
+    net.fit_standardisation(net.read_inputs(reads.read(v, **what)) for v in videos[:STATISTICS_VIDEOS])
+    store = {k: attrs.get(k) for k in SHARED_ATTRS}
     key = loop.fingerprint({"settings": settings, "store": store}, index, annotations)
 
     def step_losses(epoch, generator):
         order = torch.randperm(len(videos), generator=generator).tolist()
         for first in range(0, len(order), cfg.batch):
             chosen = [videos[i] for i in order[first:first + cfg.batch]]
-            spans = [windows.training_window(v.length, v.segments, cfg.max_length, generator, cfg.keep_fraction)
+            spans = [windows.training_window(v.length, v.segments, max_length, generator, cfg.keep_fraction)
                      for v in chosen]
-            batch = windows.collate(chosen, spans, layers, temporal, net.head.max_stride, reads)
+            batch = windows.collate(chosen, spans, what, net.head.max_stride, reads)
             batch = windows.to_device(batch, device)
             yield net.head.loss(net(batch), batch["targets"])
 

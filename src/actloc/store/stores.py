@@ -5,7 +5,10 @@ imported features, whose source layer is unknown):
 
 - `pooled`   (layers, T, C) float16: each snippet's tokens averaged over space and time;
 - `temporal` (layers, T, t, C) float16, when configured: averaged over space only, one vector
-  per tubelet step (t = snippet frames / 2).
+  per tubelet step (t = snippet frames / 2);
+- `block_tokens` (1, T, t, g*g, C) float16, when configured (attribute `block_tokens`: block k,
+  grid g): the tokens leaving block k, averaged over space to a g x g grid per tubelet step,
+  which the partial method runs the blocks above k on.
 
 Arrays are chunked along T and written a shard at a time, so memory stays bounded whatever the
 video's length. The store is written under a temporary name and renamed once complete.
@@ -39,27 +42,37 @@ REQUIRED_ATTRS = ("backbone", "preset", "identity", "layers", "snippet_frames", 
                   "snippets", "channels", "temporal", "precision", "actloc_version")
 
 
+def array_shapes(n_layers, channels, tokens=0, block_tokens=None):
+    """{array: (leading size, shape of a snippet's row)} of a store: `tokens` temporal tokens a
+    snippet (0: no temporal array), `block_tokens` (t, g*g) or None."""
+    shapes = {"pooled": (n_layers, (channels,))}
+    if tokens:
+        shapes["temporal"] = (n_layers, (tokens, channels))
+    if block_tokens:
+        shapes["block_tokens"] = (1, (*block_tokens, channels))
+    return shapes
+
+
 class StoreWriter:
-    """Appends snippets' activations to a new store's arrays, one full shard per write, then
-    records the attributes. `source` names the input in errors."""
+    """Appends snippets' activations to a new store's arrays (`shapes`, see array_shapes), one
+    full shard per write, then records the attributes. `source` names the input in errors."""
 
     KNOWN = ("layers", "snippets", "channels", "temporal")  # attributes the writer records itself
 
-    def __init__(self, group, source, layers, channels, tokens, expected):
-        self.group, self.source, self.layers, self.channels, self.tokens = group, source, layers, channels, tokens
+    def __init__(self, group, source, layers, shapes, expected):
+        self.group, self.source, self.layers = group, source, layers
+        self.channels, self.temporal = shapes["pooled"][1][-1], "temporal" in shapes
         self.arrays, self.buffers = {}, {}
-        for name, shape in (("pooled", (channels,)), ("temporal", (tokens, channels))):
-            if name == "temporal" and not tokens:
-                continue
+        for name, (lead, shape) in shapes.items():
             self.arrays[name] = group.create_array(
-                name, shape=(len(layers), max(expected, 1), *shape), dtype="float16",
-                chunks=(1, CHUNK, *shape), shards=(len(layers), SHARD, *shape),
+                name, shape=(lead, max(expected, 1), *shape), dtype="float16",
+                chunks=(1, CHUNK, *shape), shards=(lead, SHARD, *shape),
                 compressors=COMPRESSOR, fill_value=np.nan)  # a missing chunk reads as NaN, never as data
-            self.buffers[name] = np.empty((len(layers), SHARD, *shape), np.float16)
+            self.buffers[name] = np.empty((lead, SHARD, *shape), np.float16)
         self.written = self.filled = 0
 
     def append(self, rows):
-        """rows: {'pooled': (layers, n, C), 'temporal': (layers, n, t, C)} as float arrays."""
+        """rows: {'pooled': (layers, n, C), 'temporal': (layers, n, t, C), ...} as float arrays."""
         n, offset = next(iter(rows.values())).shape[1], 0
         while offset < n:
             take = min(n - offset, SHARD - self.filled)
@@ -90,7 +103,7 @@ class StoreWriter:
         for array in self.arrays.values():
             array.resize((array.shape[0], self.written, *array.shape[2:]))
         attrs = {"actloc_cache": FORMAT, **attrs, "layers": self.layers, "snippets": self.written,
-                 "channels": self.channels, "temporal": bool(self.tokens), "actloc_version": version("actloc")}
+                 "channels": self.channels, "temporal": self.temporal, "actloc_version": version("actloc")}
         self.group.attrs.update(attrs)
         return attrs
 
@@ -99,24 +112,24 @@ def write_store(path, source, layers, pooled, temporal=None, **attrs):
     """A complete store from activations in memory: pooled (layers, T, C) [temporal (layers, T,
     t, C)], with `attrs` (the REQUIRED_ATTRS the writer does not know)."""
     rows = {"pooled": pooled} if temporal is None else {"pooled": pooled, "temporal": temporal}
+    shapes = array_shapes(len(layers), pooled.shape[-1], 0 if temporal is None else temporal.shape[2])
     with atomic_path(path) as tmp:
-        writer = StoreWriter(zarr.open_group(tmp, mode="w"), source, layers, pooled.shape[-1],
-                             0 if temporal is None else temporal.shape[2], pooled.shape[1])
+        writer = StoreWriter(zarr.open_group(tmp, mode="w"), source, layers, shapes, pooled.shape[1])
         writer.append(rows)
         return writer.finish(**attrs)
 
 
 # What all stores of one index, training or model share: one backbone, its taps, the snippet protocol.
 SHARED_ATTRS = ("backbone", "preset", "identity", "layers", "pixels", "temporal", "channels", "snippet_frames",
-                "stride")
+                "stride", "block_tokens")
 
 
 def check_alike(cache, first):
     """InputError naming `cache` unless it shares SHARED_ATTRS with `first`, another store of
     the same index: one store of another backbone or protocol among them would train on
     features unlike the others."""
-    differ = [f"{key} {cache.attrs[key]!r} where {first.path.name} has {first.attrs[key]!r}"
-              for key in SHARED_ATTRS if cache.attrs[key] != first.attrs[key]]
+    differ = [f"{key} {cache.attrs.get(key)!r} where {first.path.name} has {first.attrs.get(key)!r}"
+              for key in SHARED_ATTRS if cache.attrs.get(key) != first.attrs.get(key)]
     if differ:
         raise InputError(f"{cache.path}: not built as the other stores ({'; '.join(differ)}); stores used "
                          "together are of one backbone and snippet protocol: delete the odd one and rerun "
@@ -142,21 +155,25 @@ class Cache:
                              f"with those layers tapped")
         return [self.layers.index(layer) for layer in layers]
 
-    def read(self, start=0, stop=None, layers=None, temporal=False):
-        """float32 tensors {'pooled': (layers, n, C)[, 'temporal': (layers, n, t, C)]} for
-        snippets [start, stop); `layers` a list of tapped layers, None for all, or 'last'."""
+    def read(self, start=0, stop=None, layers=None, temporal=False, tokens=False):
+        """float32 tensors {'pooled': (layers, n, C)[, 'temporal': (layers, n, t, C)][,
+        'block_tokens': (1, n, t, g*g, C)]} for snippets [start, stop); `layers` a list of tapped
+        layers, None for all, or 'last'."""
         stop = self.snippets if stop is None else stop
         if not 0 <= start < stop <= self.snippets:
             raise ValueError(f"{self.path}: snippets [{start}, {stop}) outside [0, {self.snippets})")
         if temporal and not self.attrs["temporal"]:
             raise InputError(f"{self.path}: has no temporal tokens; rebuild the cache with temporal: true")
+        if tokens and not self.attrs.get("block_tokens"):
+            raise InputError(f"{self.path}: holds no block tokens; rebuild the cache with the backbone's tokens set")
         index = self.layer_index(layers)
+        rows = {"pooled": index} | ({"temporal": index} if temporal else {}) | ({"block_tokens": [0]} if tokens else {})
         out = {}
-        for name in ("pooled", "temporal") if temporal else ("pooled",):
+        for name, leading in rows.items():
             array = self.group[name]
             try:
                 # One basic slice per layer: zarr's orthogonal selection is ~50x slower here.
-                values = np.stack([array[layer, start:stop] for layer in index])
+                values = np.stack([array[row, start:stop] for row in leading])
             except Exception as err:  # zarr and the codecs raise many types for damaged chunks
                 raise InputError(f"{self.path}: {name} cannot be read ({err}); delete the store and "
                                  f"rerun the cache stage") from None
@@ -189,14 +206,16 @@ def open_cache(path, expect=None):
               if attrs.get(key) != value]
     if differ:
         raise InputError(f"{path}: built with other settings ({'; '.join(differ)}); {rebuild}")
-    names = ["pooled", "temporal"] if attrs["temporal"] else ["pooled"]
-    for name in names:
+    layers = len(attrs["layers"])
+    leads = {"pooled": layers} | ({"temporal": layers} if attrs["temporal"] else {}) | (
+        {"block_tokens": 1} if attrs.get("block_tokens") else {})
+    for name, lead in leads.items():
         if name not in group:
             raise InputError(f"{path}: array {name!r} missing (a truncated store); {rebuild}")
         array = group[name]
-        if array.shape[:2] != (len(attrs["layers"]), attrs["snippets"]) or array.shape[-1] != attrs["channels"]:
+        if array.shape[:2] != (lead, attrs["snippets"]) or array.shape[-1] != attrs["channels"]:
             raise InputError(f"{path}: {name} has shape {array.shape}, its attributes say "
-                             f"({len(attrs['layers'])}, {attrs['snippets']}, ..., {attrs['channels']}); {rebuild}")
+                             f"({lead}, {attrs['snippets']}, ..., {attrs['channels']}); {rebuild}")
         # Every shard is one file under <array>/c/; zarr reads an absent one as fill values.
         shards = math.prod(math.ceil(size / shard) for size, shard in zip(array.shape, array.shards))
         present = sum(p.is_file() for p in (path / name / "c").rglob("*"))

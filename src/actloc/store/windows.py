@@ -87,16 +87,19 @@ class KeptReads:
     def __init__(self, memory_mb=0):
         self.room, self.kept = memory_mb * 2**20, {}
 
-    def read(self, video, start=0, stop=None, layers=None, temporal=False):
+    def read(self, video, start=0, stop=None, layers=None, temporal=False, tokens=False):
         """As Cache.read."""
-        key = (video.name, str(layers), temporal)
+        key = (video.name, str(layers), temporal, tokens)
         if key not in self.kept:
             cache = video.cache
-            tokens = cache.attrs["snippet_frames"] // TUBELET if temporal else 0
-            size = 2 * cache.snippets * len(cache.layer_index(layers)) * cache.attrs["channels"] * (1 + tokens)
+            steps = cache.attrs["snippet_frames"] // TUBELET
+            grid = (cache.attrs.get("block_tokens") or {}).get("grid", 0)
+            values = len(cache.layer_index(layers)) * (1 + steps * temporal) + steps * grid**2 * tokens
+            size = 2 * cache.snippets * cache.attrs["channels"] * values
             if size > self.room:
-                return cache.read(start, stop, layers, temporal)
-            self.kept[key] = {name: x.half() for name, x in cache.read(layers=layers, temporal=temporal).items()}
+                return cache.read(start, stop, layers, temporal, tokens)
+            self.kept[key] = {name: x.half() for name, x in cache.read(layers=layers, temporal=temporal,
+                                                                        tokens=tokens).items()}
             self.room -= size
         return {name: x[:, start:stop].float() for name, x in self.kept[key].items()}
 
@@ -121,16 +124,18 @@ def padded(rows, multiple):
     return out, mask
 
 
-def collate(videos, windows, layers, temporal, multiple, reads=None):
-    """A padded batch of windows: pooled (B, L, T, C), temporal (B, L, T, t, C) or None, mask
-    (B, T), the real lengths, and each window's targets (segments in its own steps, labels).
-    T is the longest window rounded up to a multiple of `multiple`. `reads` (KeptReads) reads
-    them, or each video's store does."""
+def collate(videos, windows, what, multiple, reads=None):
+    """A padded batch of windows: pooled (B, L, T, C), temporal (B, L, T, t, C) and
+    block_tokens (B, 1, T, t, g*g, C) or None, mask (B, T), the real lengths, and each window's
+    targets (segments in its own steps, labels). `what` says what to read (Cache.read's layers,
+    temporal, tokens: a Detector's `reads`). T is the longest window rounded up to a multiple
+    of `multiple`. `reads` (KeptReads) reads them, or each video's store does."""
     reads = reads or KeptReads()
-    reads = [reads.read(v, start, stop, layers, temporal) for v, (start, stop) in zip(videos, windows)]
+    reads = [reads.read(v, start, stop, **what) for v, (start, stop) in zip(videos, windows)]
     pooled, mask = padded([read["pooled"] for read in reads], multiple)
-    return {"pooled": pooled, "temporal": padded([read["temporal"] for read in reads], multiple)[0] if temporal else None,
-            "mask": mask, "lengths": [stop - start for start, stop in windows],
+    extra = {name: padded([read[name] for read in reads], multiple)[0] if name in reads[0] else None
+             for name in ("temporal", "block_tokens")}
+    return {"pooled": pooled, **extra, "mask": mask, "lengths": [stop - start for start, stop in windows],
             "targets": [window_targets(v.segments, v.labels, start, stop) for v, (start, stop) in zip(videos, windows)]}
 
 
