@@ -134,6 +134,17 @@ def test_decode_into_the_sources_own_folder_refuses_to_overwrite_it(tmp_path, ca
     assert source.read_bytes() == clean_video.read_bytes()
 
 
+def test_options_are_taken_by_their_whole_names_and_a_file_is_no_folder(tmp_path, capfd, clean_video):
+    source = tmp_path / "clip.mp4"
+    source.write_bytes(clean_video.read_bytes())
+    # argparse would take --out for --out-dir, and the source for the folder to write into
+    fails_cleanly(capfd, tmp_path, "decode", source, "--out", source, "--fps", 10, "--short-side", 64,
+                  says="the following arguments are required: --out-dir")
+    fails_cleanly(capfd, tmp_path, "decode", source, "--out-dir", source, "--fps", 10, "--short-side", 64,
+                  says="clip.mp4/clip.mp4: cannot be written, .*clip.mp4 or a folder above it is a file")
+    assert source.read_bytes() == clean_video.read_bytes()
+
+
 def test_a_failed_write_leaves_no_new_folder(tmp_path, capfd):
     (tmp_path / "bad.mp4").write_bytes(b"garbage")
     fails_cleanly(capfd, tmp_path, *decode_args(tmp_path / "bad.mp4", tmp_path / "new" / "sub"),
@@ -141,9 +152,9 @@ def test_a_failed_write_leaves_no_new_folder(tmp_path, capfd):
 
 
 @pytest.mark.parametrize("option, value, says", [
-    ("--fps", 0, "argument --fps: must be positive"),
-    ("--fps", -5, "argument --fps: must be at least 0"),
-    ("--fps", "nan", "argument --fps: must be at least 0"),
+    ("--fps", 0, "argument --fps: must be a positive number, got 0"),
+    ("--fps", -5, "argument --fps: must be a positive number, got -5"),
+    ("--fps", "nan", "argument --fps: must be a positive number, got nan"),
     ("--short-side", 65, "argument --short-side: must be even"),
     ("--short-side", 0, "argument --short-side: must be at least 2"),
 ])

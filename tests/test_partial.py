@@ -189,6 +189,22 @@ def test_partial_trains_and_infers_through_the_command_line(video, tmp_path, cap
     summary = json.loads((tmp_path / "train.json").read_text())
     assert summary["method"] == "partial" and summary["trainable_parameters"] > 0
     assert cli.main([str(a) for a in ["infer", *common, "--subset", "testing", "--model", tmp_path / "model.pt",
-                                       "--out", tmp_path / "detections.json"]]) == 0
+                                       "--out", tmp_path / "detections.json", "--out-features", tmp_path / "tuned"]]) == 0
     detections = json.loads((tmp_path / "detections.json").read_text())["results"]["c"]
     assert detections and all(0 <= d["segment"][0] < d["segment"][1] <= 5.0 for d in detections)
+    # The tuned upper blocks' taps as a cache: the lower tap is the cache's, the upper one recomputed.
+    tuned = json.loads((tmp_path / "tuned.json").read_text())["stores"]
+    assert list(tuned) == ["c"]
+    store, source = open_cache(tuned["c"]["path"]), open_cache(tmp_path / "cache" / "c.zarr")
+    assert store.attrs["backbone"] == "tiny-test+partial" and store.attrs["identity"].startswith("random:0+sha256:")
+    assert store.attrs["block_tokens"] is None and store.snippets == source.snippets
+    ours, theirs = store.read(temporal=True), source.read(temporal=True)
+    assert torch.equal(ours["pooled"][0], theirs["pooled"][0]) and not torch.equal(ours["pooled"][1], theirs["pooled"][1])
+    # A method without blocks of its own has no such features.
+    run["method"] = "losa"
+    del run["partial"]
+    train[train.index("--settings") + 1] = json.dumps(run | {"losa": LOSA})
+    assert cli.main([str(a) for a in train]) == 0
+    assert cli.main([str(a) for a in ["infer", *common, "--subset", "testing", "--model", tmp_path / "model.pt",
+                                       "--out", tmp_path / "d2.json", "--out-features", tmp_path / "t2"]]) == 1
+    assert "method losa computes no features of its own" in capfd.readouterr().err

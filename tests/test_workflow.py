@@ -195,6 +195,23 @@ def test_demo_dag_runs_to_the_table_and_reruns_nothing(tiny_run, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_partial_trains_from_the_block_tokens_through_the_workflow(tmp_path):
+    config = tiny_config(tmp_path)
+    config["backbones"]["tiny"]["tokens"] = {}
+    config["methods"]["partial"] = {"type": "partial", "partial": {"losa": {"heads": 4}}}
+    config["datasets"]["demo"]["methods"] = ["head_only", "partial"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    done = snakemake(tmp_path, "all")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = tmp_path / "results" / "demo"
+    assert pd.read_csv(results / "map.csv")["method"].tolist() == ["head_only", "partial"]
+    store = open_cache(results / "cache" / "tiny" / "demo_test_000.zarr")
+    assert store.attrs["block_tokens"] == {"block": 2, "grid": 2, "final_norm": "fc_norm", "layer_scale": False}
+    assert "partial: blocks 3..4 on 2 x 2 tokens" in (results / "logs" / "train" / "partial.log").read_text()
+    assert list(json.loads((results / "partial" / "detections.json").read_text())["results"]) == ["demo_test_000"]
+
+
 def test_the_venv_snakemake_runs_its_own_actloc_from_a_plain_shell(tmp_path):
     tiny_config(tmp_path)
     plain = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")}  # no .venv/bin on PATH

@@ -20,7 +20,11 @@ log = logging.getLogger("actloc")
 
 
 class Parser(argparse.ArgumentParser):
-    """Usage errors as one line naming the option, as every other error of actloc."""
+    """Usage errors as one line naming the option, as every other error of actloc. Options are
+    taken by their whole names only: `decode --out X.mp4` is an error, not `--out-dir X.mp4`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} ({self.prog} --help lists the options)\n")
@@ -40,9 +44,12 @@ def at_least(low, kind=int):
 
 
 def positive_number(text):
-    value = at_least(0, float)(text)
-    if not value:
-        raise argparse.ArgumentTypeError("must be positive, got 0")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
@@ -236,9 +243,10 @@ def cmd_train(args):
 def cmd_infer(args):
     from .stages import infer
 
-    count = infer.run(args.model, args.index, args.annotations, args.subset, args.out, args.device)
+    count = infer.run(args.model, args.index, args.annotations, args.subset, args.out, args.device,
+                      args.out_features)
     log.info("%s: %d detections", args.out, count)
-    return [args.out]
+    return [args.out] + ([args.out_features, f"{args.out_features}.json"] if args.out_features else [])
 
 
 def cmd_report(args):
@@ -398,7 +406,10 @@ def parser():
     add_model_input_options(p)
     p.add_argument("--model", required=True, help="model.pt written by actloc train")
     p.add_argument("--out", required=True, help="detections.json (ActivityNet result form)")
-    p.set_defaults(func=cmd_infer, outputs=("out",))
+    p.add_argument("--out-features", help="partial: also write each video's taps as the tuned upper blocks compute "
+                                           "them, as stores in this folder and their index in <folder>.json: a "
+                                           "cache another head trains on")
+    p.set_defaults(func=cmd_infer, outputs=("out", "out_features"))
 
     p = sub.add_parser("report", help="one table of every method's mAP, parameters, memory and time")
     p.add_argument("--methods", nargs="+", required=True)
@@ -456,7 +467,7 @@ def check_outputs(args):
     (output folders may hold inputs: decode checks each file it writes there)."""
     outputs = {}
     for dest in args.outputs:
-        if getattr(args, dest, None) and dest != "out_dir":
+        if getattr(args, dest, None) and dest not in ("out_dir", "out_features"):  # folders
             path = Path(getattr(args, dest)).resolve()
             if path in outputs:
                 raise InputError(f"{option_name(outputs[path])} and {option_name(dest)} are the same file "

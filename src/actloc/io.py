@@ -27,7 +27,10 @@ def atomic_path(path):
     """
     path = Path(path)
     created = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"{path}: cannot be written, {path.parent} or a folder above it is a file") from None
     # What a killed writer of this path left behind (under its own pid) is never renamed: drop it.
     prefix = f".{path.stem}.tmp"
     for name in leftovers(path.parent):

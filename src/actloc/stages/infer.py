@@ -5,16 +5,18 @@ video's segments best first and clipped to [0, duration].
 """
 
 import logging
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from ..engine.device import resolve_device
-from ..io import InputError, write_json
+from ..io import InputError, sha256, write_json
 from ..methods import detector
 from ..store import windows
 from ..store.snippets import steps_to_seconds
-from ..store.stores import SHARED_ATTRS
+from ..store.stores import SHARED_ATTRS, StoreWriter, write_store
+from . import cache
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +32,24 @@ def detect(net, video, classes, device):
             for (start, end), score, label in zip(seconds, scores, labels) if end > start]
 
 
-def run(model_path, index, annotations, subset, out, device="auto"):
-    """The `actloc infer` command: write detections.json, return how many segments it holds."""
+def write_features(net, video, folder, identity):
+    """A store of `video`'s taps as a method that tunes the backbone computes them (the tuned
+    upper blocks on the cached tokens), so that another head can train on them; `identity`
+    names the tuned weights."""
+    inputs = net.read_inputs(video.cache.read(**net.reads))
+    attrs = {key: value for key, value in video.cache.attrs.items()
+             if key not in (*StoreWriter.KNOWN, "actloc_cache", "actloc_version")}
+    attrs.update(backbone=f"{attrs['backbone']}+{net.method}", identity=f"{attrs['identity']}+{identity}",
+                 block_tokens=None)
+    write_store(Path(folder) / f"{video.name}.zarr", video.name, video.cache.layers, inputs["pooled"].numpy(),
+                inputs["temporal"].numpy() if "temporal" in inputs else None, **attrs)
+
+
+def run(model_path, index, annotations, subset, out, device="auto", features=None):
+    """The `actloc infer` command: write detections.json, return how many segments it holds.
+    `features`: a folder where a method that tunes the backbone (partial) also writes each
+    video's taps as its tuned blocks compute them, a store each, and their index beside
+    (`<folder>.json`): a cache another head trains on, as LoFi's stage B does."""
     device = resolve_device(device)
     net, saved = detector.load(model_path, device)
     videos, classes = windows.load(index, annotations, subset)
@@ -43,7 +61,16 @@ def run(model_path, index, annotations, subset, out, device="auto"):
     if differ:
         raise InputError(f"{model_path}: trained on a cache with other {', '.join(differ)} than "
                          f"{videos[0].cache.path}; retrain it or point it at its own cache")
-    results = {video.name: detect(net, video, classes, device)
-               for video in tqdm(videos, desc=f"infer {saved['settings']['method']}", unit="video")}
+    if features and not net.tokens:
+        raise InputError(f"{model_path}: method {net.method} computes no features of its own (its inputs are the "
+                         "cache's); only a method that tunes the backbone (partial) writes them")
+    identity = f"sha256:{sha256(model_path)[:16]}" if features else None
+    results = {}
+    for video in tqdm(videos, desc=f"infer {saved['settings']['method']}", unit="video"):
+        results[video.name] = detect(net, video, classes, device)
+        if features:
+            write_features(net, video, features, identity)
+    if features:
+        cache.write_index(annotations, features, f"{Path(features)}.json", [subset])
     write_json(out, {"version": "actloc", "results": results, "external_data": {}})
     return sum(map(len, results.values()))
