@@ -20,13 +20,12 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import report  # noqa: E402
+from common import best_time, report  # noqa: E402
 from actloc.backbones import videomae  # noqa: E402
 from actloc.backbones.presets import PRESETS, default_layers  # noqa: E402
 from actloc.engine.device import saved_bytes  # noqa: E402
@@ -53,16 +52,6 @@ def store_of(preset, grid):
     return {"backbone": preset, "preset": preset, "identity": "random:0", "layers": default_layers(depth),
             "channels": PRESETS[preset].width, "snippet_frames": 16, "stride": 4,
             "block_tokens": {"block": depth // 2, "grid": grid, "final_norm": "fc_norm", "layer_scale": False}}
-
-
-def timed(step, repeats):
-    step()  # AdamW's moments and the gradients allocated
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def train_step(net, parameters, loss_of):
@@ -111,7 +100,8 @@ def case(kind, preset, grid, tuned, snippets, repeats):
     step = train_step(net, trainable, loss_of)
     kept = saved_bytes(loss_of, net)
     before = rss_mb()
-    seconds = timed(step, repeats)
+    step()  # AdamW's moments and the gradients allocated
+    seconds = best_time(step, repeats)
     return {"seconds": seconds, "kept_mb": kept / 2**20, "peak_rise_mb": peak_mb() - before,
             "trainable": sum(p.numel() for p in trainable)}
 

@@ -120,3 +120,17 @@ def activitynet_form_dataset(folder, videos, classes=200):
     path = Path(folder) / "activity_net.json"
     path.write_text(json.dumps({"version": "generated", "database": database}))
     return path, sources
+
+
+def graph_leaves(tensor):
+    """Every tensor the autograd graph of `tensor` accumulates a gradient into."""
+    leaves, seen, stack = set(), set(), [tensor.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if hasattr(fn, "variable"):
+            leaves.add(id(fn.variable))
+        stack.extend(next_fn for next_fn, _ in fn.next_functions)
+    return leaves

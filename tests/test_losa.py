@@ -4,6 +4,7 @@ import torch.nn.functional as F
 from actloc.methods.detector import Detector
 from actloc.methods.losa import LongRange, ShortRange
 from actloc.settings import HeadConfig, LosaConfig
+from conftest import graph_leaves
 
 
 HEAD = HeadConfig(width=16, levels=3, window=5, heads=2, regression_ranges=((0, 4), (4, 8), (8, 10000)))
@@ -35,20 +36,6 @@ def test_untrained_losa_is_exactly_head_only():
             assert torch.equal(a, c)
     # The adapters themselves are not zero: only the gates make the identity.
     assert any(p.abs().sum() > 0 for p in losa.features.short[0].up.parameters())
-
-
-def graph_leaves(tensor):
-    """Every tensor the autograd graph of `tensor` accumulates a gradient into."""
-    leaves, seen, stack = set(), set(), [tensor.grad_fn]
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        if hasattr(fn, "variable"):
-            leaves.add(id(fn.variable))
-        stack.extend(next_fn for next_fn, _ in fn.next_functions)
-    return leaves
 
 
 def train_step(net, b):

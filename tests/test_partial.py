@@ -10,7 +10,7 @@ from actloc.methods.detector import Detector
 from actloc.settings import HeadConfig, LosaConfig, PartialConfig
 from actloc.stages import backbone, cache, decode
 from actloc.store.stores import open_cache
-from conftest import run_ffmpeg
+from conftest import graph_leaves, run_ffmpeg
 
 PIXELS = 32  # 2 x 2 patches: grid 2 is the full grid
 HEAD = HeadConfig(width=16, levels=2, window=5, heads=2, regression_ranges=((0, 4), (4, 10000)))
@@ -93,19 +93,6 @@ def test_untrained_partial_starts_as_losa_on_the_same_cache(full_grid):
     for ours, theirs in zip(net(batch), losa(batch)):
         for a, b in zip(ours, theirs):
             torch.testing.assert_close(a, b, rtol=5e-2, atol=5e-2)
-
-
-def graph_leaves(tensor):
-    leaves, seen, stack = set(), set(), [tensor.grad_fn]
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        if hasattr(fn, "variable"):
-            leaves.add(id(fn.variable))
-        stack.extend(next_fn for next_fn, _ in fn.next_functions)
-    return leaves
 
 
 def loss_of(net, read):

@@ -68,6 +68,9 @@ class Partial(nn.Module):
                              "tokens in its backbones entry (config.yaml) and rebuild the cache")
         preset = PRESETS[store["preset"]]
         self.block, self.grid = tokens["block"], tokens["grid"]
+        if config.tune_blocks > preset.depth - self.block:
+            raise InputError(f"partial: tune_blocks {config.tune_blocks} exceeds the {preset.depth - self.block} "
+                             f"blocks above block {self.block}")
         self.steps = store["snippet_frames"] // TUBELET
         self.upper = [layer for layer in store["layers"] if layer > self.block]
         if not self.upper:
@@ -79,9 +82,6 @@ class Partial(nn.Module):
         self.vit = videomae.Backbone(preset, tokens["final_norm"], tokens["layer_scale"], first_block=self.block)
         self.vit.requires_grad_(False)
         tuned = self.vit.blocks[preset.depth - config.tune_blocks:] if config.tune_blocks else []
-        if config.tune_blocks > preset.depth - self.block:
-            raise InputError(f"partial: tune_blocks {config.tune_blocks} exceeds the {preset.depth - self.block} "
-                             f"blocks above block {self.block}")
         for part in [*tuned, *((self.vit.norm, self.vit.fc_norm) if tuned else ())]:
             if part is not None:
                 part.requires_grad_(True)
