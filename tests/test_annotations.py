@@ -158,6 +158,29 @@ def test_activitynet_bad_entries_name_file_and_video(tmp_path, change, message):
     assert "anet.json" in str(err.value)
 
 
+def test_activitynet_zero_length_and_repeated_instances_are_dropped_with_one_warning(tmp_path, caplog):
+    data = json.loads(json.dumps(ANET))
+    data["database"]["def"]["annotations"] += [{"segment": [2.0, 4.0], "label": "Surfing"},  # a repeat
+                                               {"segment": [2.0, 4.0], "label": "Archery"},  # another label: kept
+                                               {"segment": [0.0, 0.0], "label": "Surfing"},  # zero length
+                                               {"segment": [15.0, 22.0], "label": "Surfing"}]  # past the end
+    path = write_anet(tmp_path, data)
+    with caplog.at_level("INFO"):
+        loaded = activitynet.load(path, out_of_range="clip")
+    assert loaded["database"]["def"]["annotations"] == [
+        {"segment": [2.0, 4.0], "label": "Surfing"}, {"segment": [2.0, 4.0], "label": "Archery"},
+        {"segment": [15.0, 20.0], "label": "Surfing"}]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "dropped" in r.getMessage()]
+    assert warnings == [f"{path}: dropped 1 zero-length segment(s) (e.g. def [0, 0]); 1 duplicate segment(s) "
+                        "(e.g. def [2, 4])"]
+    assert f"{path}: kept 5 instances of 3 videos" in caplog.text
+    with pytest.raises(InputError, match=r"video def annotation 1: duplicate segment \[2.0, 4.0\] of 'Surfing' "
+                                         r"\(defects: drop"):
+        activitynet.load(path, out_of_range="clip", defects="error")
+    with pytest.raises(InputError, match="ends past"):  # out of range follows out_of_range, as for THUMOS
+        activitynet.load(path)
+
+
 def test_activitynet_malformed_file(tmp_path):
     bad = tmp_path / "anet.json"
     bad.write_text("{not json")

@@ -121,7 +121,7 @@ def cmd_annotations(args):
     from .stages import annotations
 
     dataset = datasets.load(args.type, source=args.source, metadata=args.metadata, out_of_range=args.out_of_range,
-                            video_prefix=args.video_prefix, **demo_settings(args))
+                            video_prefix=args.video_prefix, defects=args.defects, **demo_settings(args))
     annotations.save(dataset, args.out, args.classes)
     for subset, counts in annotations.summary(dataset).items():
         log.info("%s: %d videos, %d instances, %d ambiguous", subset, *counts.values())
@@ -304,6 +304,9 @@ def parser():
                    help="segments past the video's end: fail, clip them (dropping those wholly "
                         "outside, with a warning), or keep them as published")
     p.add_argument("--video-prefix", help="ActivityNet: file name = prefix + video id (default v_)")
+    p.add_argument("--defects", choices=["drop", "error"],
+                   help="ActivityNet: zero-length segments and exact repeats of an instance, as published ground "
+                        "truths hold: drop them with a warning counting them (default), or fail")
     p.add_argument("--out", required=True)
     p.add_argument("--classes", required=True, help="class list output, one name a line")
     add_demo_options(p)

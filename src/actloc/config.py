@@ -145,7 +145,7 @@ def annotation_options(dataset):
         return demo_options(dataset)
     args = ["--source", dataset["annotations"], "--out-of-range", dataset["out_of_range"]]
     if dataset["type"] == "activitynet":
-        args += ["--video-prefix", dataset["video_prefix"]]
+        args += ["--video-prefix", dataset["video_prefix"], "--defects", dataset["defects"]]
     if "metadata" in dataset:
         args += ["--metadata", dataset["metadata"]]
     return shlex.join(args)
