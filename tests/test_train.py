@@ -85,9 +85,34 @@ def test_ground_truth_seconds_map_to_snippet_centres_and_back():
     assert snippets.seconds_to_steps(snippets.steps_to_seconds(7.5, attrs), attrs) == pytest.approx(7.5)
 
 
-@pytest.mark.parametrize("method", ["head_only", "losa"])
-def test_a_small_model_overfits_a_few_videos(tmp_path, synthetic_dataset, method):
-    out, summary = run_training(tmp_path, synthetic_dataset, method)
+def test_resampling_to_a_fixed_length_and_its_steps_map_back_exactly():
+    x = torch.arange(10.0)[None, :, None].repeat(2, 1, 3)  # snippet i holds the value i
+    y = snippets.resampled(x, 24)
+    assert y.shape == (2, 24, 3)
+    grid = torch.arange(24.0)
+    # Step j of the resampling holds the features at snippet from_grid(j), linearly interpolated.
+    torch.testing.assert_close(y[0, :, 0], snippets.from_grid(grid, 10, 24).clamp(0, 9))
+    torch.testing.assert_close(snippets.to_grid(snippets.from_grid(grid, 10, 24), 10, 24), grid)
+
+
+def test_a_fixed_length_video_reads_resampled_and_its_segments_map_back_to_seconds(synthetic_dataset):
+    index, annotations = synthetic_dataset
+    plain, _ = windows.load(index, annotations, "training")
+    fixed, _ = windows.load(index, annotations, "training", steps=32)
+    video, same = fixed[0], plain[0]
+    assert video.length == 32 and same.length == video.cache.snippets > 32
+    read = windows.KeptReads(memory_mb=16).read(video, 0, 32, None, True)
+    assert read["pooled"].shape[1] == read["temporal"].shape[1] == 32
+    torch.testing.assert_close(read["pooled"], snippets.resampled(same.cache.read()["pooled"], 32), atol=1e-3, rtol=0)
+    truth = read_json(annotations)["database"][video.name]["annotations"]
+    seconds = video.seconds(video.segments)
+    torch.testing.assert_close(seconds, torch.tensor([a["segment"] for a in truth]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(seconds, same.seconds(same.segments), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("method, fixed_steps", [("head_only", None), ("losa", None), ("head_only", 48)])
+def test_a_small_model_overfits_a_few_videos(tmp_path, synthetic_dataset, method, fixed_steps):
+    out, summary = run_training(tmp_path, synthetic_dataset, method, fixed_steps=fixed_steps)
     index, annotations = synthetic_dataset
     infer.run(out / "model.pt", index, annotations, "training", out / "detections.json", "cpu")
     table, _ = evaluate.run(annotations, out / "detections.json", "training", "thumos", out / "map.csv",

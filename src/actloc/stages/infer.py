@@ -14,7 +14,6 @@ from ..engine.device import resolve_device
 from ..io import InputError, sha256, write_json
 from ..methods import detector
 from ..store import windows
-from ..store.snippets import steps_to_seconds
 from ..store.stores import SHARED_ATTRS, StoreWriter, write_store
 from . import cache
 
@@ -26,7 +25,7 @@ def detect(net, video, classes, device):
     """One video's detections as ActivityNet result entries."""
     batch = windows.to_device(windows.collate([video], [(0, video.length)], net.reads, net.head.max_stride), device)
     (segments, scores, labels), = net.head.detect(net(batch), batch["lengths"])
-    seconds = steps_to_seconds(segments, video.cache.attrs).clip(0, video.duration)
+    seconds = video.seconds(segments)
     return [{"label": classes[label], "score": round(float(score), 6),
              "segment": [round(float(start), 3), round(float(end), 3)]}
             for (start, end), score, label in zip(seconds, scores, labels) if end > start]
@@ -52,7 +51,7 @@ def run(model_path, index, annotations, subset, out, device="auto", features=Non
     (`<folder>.json`): a cache another head trains on, as LoFi's stage B does."""
     device = resolve_device(device)
     net, saved = detector.load(model_path, device)
-    videos, classes = windows.load(index, annotations, subset)
+    videos, classes = windows.load(index, annotations, subset, saved["settings"]["train"].get("fixed_steps"))
     if classes != saved["classes"]:
         raise InputError(f"{model_path}: trained on classes {saved['classes'][:5]}..., {annotations} has "
                          f"{classes[:5]}...; retrain it on this dataset")

@@ -50,6 +50,26 @@ def snippet_batches(frames, length, stride, batch):
         remaining -= count
 
 
+def resampled(x, length):
+    """x (L, T, ...) linearly interpolated along T to `length` steps (align_corners=False: step j
+    of the result sits at snippet (j + 0.5) T / length - 0.5, see to_grid)."""
+    import torch.nn.functional as F
+
+    moved = x.movedim(1, -1)
+    out = F.interpolate(moved.reshape(-1, 1, x.shape[1]), size=length, mode="linear", align_corners=False)
+    return out.reshape(*moved.shape[:-1], length).movedim(-1, 1)
+
+
+def to_grid(steps, snippets, length):
+    """Snippet steps of a video of `snippets` as steps of its `length`-step resampling."""
+    return (steps + 0.5) * length / snippets - 0.5
+
+
+def from_grid(steps, snippets, length):
+    """The inverse of to_grid: steps of the resampling back to snippet steps."""
+    return (steps + 0.5) * snippets / length - 0.5
+
+
 def seconds_to_steps(seconds, attrs):
     return (seconds * attrs["fps"] - attrs["snippet_frames"] / 2) / attrs["stride"]
 

@@ -3,13 +3,13 @@ training windows, and padded batches of them (segments are kept in steps here, s
 store.snippets)."""
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from ..backbones.presets import TUBELET
 from ..io import InputError, read_annotations, read_json
-from .snippets import seconds_to_steps
+from .snippets import from_grid, resampled, seconds_to_steps, steps_to_seconds, to_grid
 from .stores import Cache, check_alike, open_cache
 
 log = logging.getLogger(__name__)
@@ -22,21 +22,33 @@ class CachedVideo:
     duration: float
     segments: torch.Tensor  # (G, 2) float, in steps
     labels: torch.Tensor  # (G,) int64, class indices
+    steps: int | None = None  # the fixed length its features are resampled to; None: its snippets
 
     @property
     def length(self):
-        return self.cache.snippets
+        return self.steps or self.cache.snippets
+
+    def seconds(self, steps):
+        """Steps of this video (resampled, if it is) in seconds, clipped to the video."""
+        if self.steps:
+            steps = from_grid(steps, self.cache.snippets, self.steps)
+        return steps_to_seconds(steps, self.cache.attrs).clip(0, self.duration)
 
 
-def ground_truth(actions, classes, attrs):
-    """A video's annotated actions as (segments (G, 2) in snippet steps, labels (G,) int64)."""
+def ground_truth(actions, classes, attrs, steps=None):
+    """A video's annotated actions as (segments (G, 2) in snippet steps, or in steps of its
+    resampling to `steps`, labels (G,) int64)."""
     seconds = torch.tensor([a["segment"] for a in actions], dtype=torch.float64).reshape(-1, 2)
     labels = torch.tensor([classes.index(a["label"]) for a in actions], dtype=torch.int64)
-    return seconds_to_steps(seconds, attrs).float(), labels
+    segments = seconds_to_steps(seconds, attrs)
+    if steps:
+        segments = to_grid(segments, attrs["snippets"], steps)
+    return segments.float(), labels
 
 
-def load(index_path, annotations_path, subset):
-    """The cached videos of `subset` and the dataset's classes.
+def load(index_path, annotations_path, subset, steps=None):
+    """The cached videos of `subset` and the dataset's classes; with `steps`, each video's
+    features are resampled to that many steps (the fixed-length protocol of ActivityNet).
 
     Videos the index lists as missing (imported features with `missing: skip`) are left out
     with a warning; stores built with different settings are an error.
@@ -57,7 +69,7 @@ def load(index_path, annotations_path, subset):
         first = first or cache
         check_alike(cache, first)
         videos.append(CachedVideo(name, cache, entries[name]["duration"],
-                            *ground_truth(entries[name]["annotations"], classes, cache.attrs)))
+                                  *ground_truth(entries[name]["annotations"], classes, cache.attrs, steps), steps))
     if not videos:
         raise InputError(f"{annotations_path}: no {subset} video to work on")
     return videos, classes
@@ -88,7 +100,10 @@ class KeptReads:
         self.room, self.kept = memory_mb * 2**20, {}
 
     def read(self, video, start=0, stop=None, layers=None, temporal=False, tokens=False):
-        """As Cache.read."""
+        """As Cache.read; [start, stop) of a resampled video are steps of its resampling."""
+        if video.steps:
+            whole = self.read(replace(video, steps=None), 0, None, layers, temporal, tokens)
+            return {name: resampled(x, video.steps)[:, start:stop] for name, x in whole.items()}
         key = (video.name, str(layers), temporal, tokens)
         if key not in self.kept:
             cache = video.cache
