@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from snakemake.utils import validate
 
@@ -278,6 +279,41 @@ def test_imported_features_become_the_cache_without_videos(tmp_path):
     store = open_cache(tmp_path / stores["a"]["path"],
                              expect={"layers": [-1], "backbone": "pub", "identity": "imported:feats.h5"})
     assert store.read()["pooled"].sum() == 48
+
+
+@pytest.mark.slow
+def test_activitynet_protocol_fixed_length_and_a_classifier_file_end_to_end(tmp_path):
+    rng = np.random.default_rng(0)
+    database, features, scores = {}, {}, {}
+    for i, (video, subset) in enumerate([("a", "training"), ("b", "training"), ("c", "validation")]):
+        label = ["Run", "Jump"][i % 2]
+        database[video] = {"subset": subset, "duration": 20.0, "fps": 4.0,
+                           "annotations": [{"segment": [5.0, 12.0], "label": label}]}
+        feats = rng.normal(0, 0.1, (20, 6))
+        feats[4:11, 0] += 3.0  # snippets of the action (4 fps, stride 4: a snippet a second)
+        features[f"v_{video}"] = feats
+        scores[f"v_{video}"] = [0.9, 0.1] if label == "Run" else [0.2, 0.8]
+    (tmp_path / "anet.json").write_text(json.dumps({"database": database}))
+    (tmp_path / "cuhk.json").write_text(json.dumps({"results": scores, "class": ["Run", "Jump"]}))
+    with h5py.File(tmp_path / "feats.h5", "w") as f:
+        for name, feats in features.items():
+            f[name] = feats
+    tiny_config(tmp_path, anet={"type": "activitynet", "annotations": "anet.json", "videos": "none",
+                                "train_subset": "training", "test_subset": "validation", "eval_preset": "activitynet",
+                                "decode": {"fps": 4, "short_side": 32}, "backbone": "pub",
+                                "snippets": {"frames": 4, "stride": 4},
+                                "features": {"pub": {"path": "feats.h5"}}, "methods": ["head_only"],
+                                "classifier": {"path": "cuhk.json", "top_k": 2},
+                                "head": TINY_HEAD, "train": {"epochs": 2, "warmup_epochs": 1, "fixed_steps": 16}})
+    done = snakemake(tmp_path, "results/anet/map.csv")
+    assert done.returncode == 0, done.stderr[-3000:]
+    model = torch.load(tmp_path / "results/anet/head_only/model.pt", weights_only=True)
+    assert model["classes"] == ["action"] and model["settings"]["train"]["fixed_steps"] == 16
+    detections = json.loads((tmp_path / "results/anet/head_only/detections.json").read_text())["results"]["c"]
+    assert detections and {d["label"] for d in detections} == {"Run", "Jump"}  # the top 2 of the file
+    assert all(0 <= d["segment"][0] < d["segment"][1] <= 20.0 for d in detections)
+    thresholds = pd.read_csv(tmp_path / "results/anet/head_only/map.csv", dtype=str)["tiou"]
+    assert thresholds.iloc[0] == "0.50"  # ActivityNet's
 
 
 def planned_jobs(done):

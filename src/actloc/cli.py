@@ -243,8 +243,9 @@ def cmd_train(args):
 def cmd_infer(args):
     from .stages import infer
 
+    classifier = args.classifier and {"path": args.classifier, "top_k": args.top_k, "combine": args.combine}
     count = infer.run(args.model, args.index, args.annotations, args.subset, args.out, args.device,
-                      args.out_features)
+                      args.out_features, classifier)
     log.info("%s: %d detections", args.out, count)
     return [args.out] + ([args.out_features, f"{args.out_features}.json"] if args.out_features else [])
 
@@ -412,6 +413,11 @@ def parser():
     p.add_argument("--out-features", help="partial: also write each video's taps as the tuned upper blocks compute "
                                            "them, as stores in this folder and their index in <folder>.json: a "
                                            "cache another head trains on")
+    p.add_argument("--classifier", help="a model trained for actionness: the video-level classifier file (CUHK's or "
+                                        "InternVideo's JSON) whose top classes label each proposal")
+    p.add_argument("--top-k", type=at_least(1), default=2, help="classes each proposal is given (2)")
+    p.add_argument("--combine", default="product", choices=["product", "sqrt"],
+                   help="score = proposal x class score, or its square root")
     p.set_defaults(func=cmd_infer, outputs=("out", "out_features"))
 
     p = sub.add_parser("report", help="one table of every method's mAP, parameters, memory and time")

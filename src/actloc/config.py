@@ -116,8 +116,9 @@ def method_settings(config, dataset, method):
     kind = "head_only" if entry["type"] == "lofi" else entry["type"]
     name = kind.rsplit(".", 1)[-1]  # a method's own entry is named after it
     own = {name: entry[name]} if name in entry else {}
+    actionness = {"actionness": True} if "classifier" in data_entry else {}  # a classifier labels the actions
     return {"method": kind, "head": data_entry.get("head", {}), **own,
-            "train": {**data_entry.get("train", {}), **entry.get("train", {})}}
+            "train": {**data_entry.get("train", {}), **entry.get("train", {}), **actionness}}
 
 
 def lofi_settings(config, dataset, method):
@@ -149,6 +150,14 @@ def annotation_options(dataset):
     if "metadata" in dataset:
         args += ["--metadata", dataset["metadata"]]
     return shlex.join(args)
+
+
+def classifier_options(dataset):
+    """`actloc infer` options of a dataset's video-level classifier, if it has one."""
+    entry = dataset.get("classifier")
+    if not entry:
+        return ""
+    return shlex.join(["--classifier", entry["path"], "--top-k", str(entry["top_k"]), "--combine", entry["combine"]])
 
 
 def backbone_options(entry):

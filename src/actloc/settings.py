@@ -26,6 +26,7 @@ class TrainConfig:
     seed: int = 0
     memory_mb: float = 4096  # cached activations kept in memory between epochs (data.KeptReads)
     fixed_steps: int | None = None  # every video's features resampled to this length (ActivityNet's 192)
+    actionness: bool = False  # one class for every action: labels come from a video-level classifier
 
     def __post_init__(self):
         at_least = {"epochs": 1, "warmup_epochs": 0, "batch": 1, "max_length": 1, "weight_decay": 0, "memory_mb": 0}

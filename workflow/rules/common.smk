@@ -14,6 +14,7 @@ from actloc.config import (
     ConfigError,
     annotation_options,
     backbone_options,
+    classifier_options,
     check as check_config,
     demo_options,
     imported_features,
@@ -177,6 +178,11 @@ def cache_index(wildcards):
     if wildcards.method in LOFI:
         return f"results/{wildcards.ds}/cache/{wildcards.method}.json"
     return f"results/{wildcards.ds}/cache/{dataset(wildcards)['backbone']}.json"
+
+
+def classifier_file(wildcards):
+    """The dataset's video-level classifier file, if it has one."""
+    return dataset(wildcards).get("classifier", {}).get("path", [])
 
 
 def tuned_backbone(wildcards):

@@ -3,6 +3,7 @@ rule infer:
         model="results/{ds}/{method}/model.pt",
         index=cache_index,
         annotations="results/{ds}/annotations.json",
+        classifier=classifier_file,
     output:
         "results/{ds}/{method}/detections.json",
     log:
@@ -19,7 +20,8 @@ rule infer:
     params:
         subset=lambda wildcards: dataset(wildcards)["test_subset"],
         device=config["device"],
+        classifier=lambda wildcards: classifier_options(dataset(wildcards)),
     shell:
         "actloc infer --model {input.model:q} --index {input.index:q} --annotations {input.annotations:q}"
         " --subset {params.subset} --out {output:q} --device {params.device:q} --threads {threads}"
-        " 2> {log:q}"
+        " {params.classifier} 2> {log:q}"

@@ -11,7 +11,8 @@ import torch
 from tqdm import tqdm
 
 from ..engine.device import resolve_device
-from ..io import InputError, sha256, write_json
+from .. import classifier as external
+from ..io import InputError, read_annotations, sha256, write_json
 from ..methods import detector
 from ..store import windows
 from ..store.stores import SHARED_ATTRS, StoreWriter, write_store
@@ -44,14 +45,24 @@ def write_features(net, video, folder, identity):
                 inputs["temporal"].numpy() if "temporal" in inputs else None, **attrs)
 
 
-def run(model_path, index, annotations, subset, out, device="auto", features=None):
+def run(model_path, index, annotations, subset, out, device="auto", features=None, classifier=None):
     """The `actloc infer` command: write detections.json, return how many segments it holds.
     `features`: a folder where a method that tunes the backbone (partial) also writes each
     video's taps as its tuned blocks compute them, a store each, and their index beside
-    (`<folder>.json`): a cache another head trains on, as LoFi's stage B does."""
+    (`<folder>.json`): a cache another head trains on, as LoFi's stage B does.
+    `classifier`: {path, top_k, combine} of a video-level classifier file, which labels the
+    proposals of a model trained for actionness (train.actionness)."""
     device = resolve_device(device)
     net, saved = detector.load(model_path, device)
-    videos, classes = windows.load(index, annotations, subset, saved["settings"]["train"].get("fixed_steps"))
+    trained = saved["settings"]["train"]
+    if trained.get("actionness") != bool(classifier):
+        raise InputError(f"{model_path}: trained for {'actionness' if trained.get('actionness') else 'classes'}: "
+                         + ("give the video-level classifier that labels its proposals (--classifier)"
+                            if trained.get("actionness") else "it takes no --classifier"))
+    videos, classes = windows.load(index, annotations, subset, trained.get("fixed_steps"), trained.get("actionness"))
+    if classifier:
+        labels = read_annotations(annotations)["classes"]
+        video_scores = external.load(classifier["path"], [video.name for video in videos], labels)
     if classes != saved["classes"]:
         raise InputError(f"{model_path}: trained on classes {saved['classes'][:5]}..., {annotations} has "
                          f"{classes[:5]}...; retrain it on this dataset")
@@ -67,6 +78,9 @@ def run(model_path, index, annotations, subset, out, device="auto", features=Non
     results = {}
     for video in tqdm(videos, desc=f"infer {saved['settings']['method']}", unit="video"):
         results[video.name] = detect(net, video, classes, device)
+        if classifier:
+            results[video.name] = external.fuse(results[video.name], video_scores[video.name], labels,
+                                                classifier["top_k"], classifier["combine"])
         if features:
             write_features(net, video, features, identity)
     if features:

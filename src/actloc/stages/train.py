@@ -33,7 +33,7 @@ def train(index, annotations, subset, settings, out_model, out_log, out_summary,
     cfg = TrainConfig(**settings["train"])
     device = resolve_device(device)
     make_deterministic(cfg.seed)
-    videos, classes = windows.load(index, annotations, subset, cfg.fixed_steps)
+    videos, classes = windows.load(index, annotations, subset, cfg.fixed_steps, cfg.actionness)
     attrs = videos[0].cache.attrs
     net = detector.build(settings, attrs, len(classes)).to(device)
     max_length = cfg.max_length

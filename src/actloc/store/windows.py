@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..backbones.presets import TUBELET
+from ..classifier import ACTIONNESS
 from ..io import InputError, read_annotations, read_json
 from .snippets import from_grid, resampled, seconds_to_steps, steps_to_seconds, to_grid
 from .stores import Cache, check_alike, open_cache
@@ -46,16 +47,20 @@ def ground_truth(actions, classes, attrs, steps=None):
     return segments.float(), labels
 
 
-def load(index_path, annotations_path, subset, steps=None):
+def load(index_path, annotations_path, subset, steps=None, actionness=False):
     """The cached videos of `subset` and the dataset's classes; with `steps`, each video's
-    features are resampled to that many steps (the fixed-length protocol of ActivityNet).
+    features are resampled to that many steps (the fixed-length protocol of ActivityNet); with
+    `actionness`, every action is of one class, "action" (labels come from a classifier).
 
     Videos the index lists as missing (imported features with `missing: skip`) are left out
     with a warning; stores built with different settings are an error.
     """
     index, dataset = read_json(index_path, ("stores",), "a cache index"), read_annotations(annotations_path)
-    classes = dataset["classes"]
+    classes = [ACTIONNESS] if actionness else dataset["classes"]
     entries = {v: e for v, e in dataset["database"].items() if e["subset"] == subset}
+    if actionness:
+        entries = {v: {**e, "annotations": [{**a, "label": ACTIONNESS} for a in e["annotations"]]}
+                   for v, e in entries.items()}
     skipped = sorted(set(entries) & set(index.get("missing", [])))
     if skipped:
         log.warning("%d %s videos have no cache and are left out: %s", len(skipped), subset, ", ".join(skipped[:10]))
