@@ -95,6 +95,20 @@ def test_the_demo_defaults_of_schema_and_code_agree():
     assert {key: prop["default"] for key, prop in node.items()} == defaults
 
 
+def test_the_protocol_line_names_thresholds_ambiguous_resampling_and_classifier(shipped):
+    thumos = {**shipped["datasets"]["thumos"], "ambiguous": "count"}
+    assert cfg.evaluation_protocol(thumos) == ("Protocol: ActivityNet's detection AP at tIoU 0.3:0.1:0.7; Ambiguous "
+                                               "segments unused (as ActionFormer reports).")
+    assert "left out (THUMOS-14 toolkit)" in cfg.evaluation_protocol(thumos | {"ambiguous": "ignore"})
+    anet = shipped["datasets"]["anet"] | {"classifier": {"path": "c.json", "top_k": 2, "combine": "product"}}
+    assert cfg.evaluation_protocol(anet) == (
+        "Protocol: ActivityNet's detection AP at tIoU 0.5:0.05:0.95; features resampled to 192 steps a video; "
+        "class-agnostic proposals labelled by c.json (top 2, product).")
+    assert cfg.method_settings(shipped | {"datasets": {"anet": anet}}, "anet", "head_only")["train"]["actionness"]
+    assert shlex.split(cfg.classifier_options(anet)) == ["--classifier", "c.json", "--top-k", "2", "--combine",
+                                                         "product"]
+
+
 def test_command_options_from_config_entries(shipped):
     demo = shipped["datasets"]["demo"]
     assert shlex.split(cfg.demo_options(demo, ("seed", "min_seconds"))) == ["--seed", "0", "--min-seconds", "20"]

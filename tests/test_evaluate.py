@@ -239,6 +239,25 @@ def test_a_ground_truth_is_matched_once():
     assert average_map(dataset, extra) == pytest.approx(0.5)
 
 
+def test_false_positives_on_ambiguous_segments_are_left_out_when_asked():
+    dataset = {"classes": ["a"], "database": {"v": {"subset": "testing", "ambiguous": [[40, 50]], "annotations": [
+        {"segment": [0, 10], "label": "a"}, {"segment": [20, 30], "label": "a"}]}}}
+    # By score: a hit, a false positive inside the Ambiguous segment, a false positive elsewhere, a hit.
+    predictions = prediction_table({"results": {"v": [
+        {"label": "a", "score": 0.9, "segment": [0, 10]}, {"label": "a", "score": 0.8, "segment": [42, 48]},
+        {"label": "a", "score": 0.7, "segment": [60, 70]}, {"label": "a", "score": 0.6, "segment": [20, 30]}]}})
+    counted = evaluate.evaluate(dataset, predictions, "testing", [0.5]).loc["a"].iloc[0]
+    ignored = evaluate.evaluate(dataset, predictions, "testing", [0.5], ambiguous="ignore").loc["a"].iloc[0]
+    # By hand: counted, precisions 1 (recall 1/2) and 2/4 (recall 1): AP 0.5 + 0.5 * 0.5 = 0.75;
+    # with the ambiguous one left out, 2/3 at recall 1: 0.5 + 0.5 * 2/3.
+    assert counted == pytest.approx(0.75) and ignored == pytest.approx(0.5 + 1 / 3)
+    # A hit is never left out, even inside an Ambiguous segment; without any, nothing changes.
+    dataset["database"]["v"]["ambiguous"] = [[0, 12]]
+    assert evaluate.evaluate(dataset, predictions, "testing", [0.5], ambiguous="ignore").loc["a"].iloc[0] == counted
+    with pytest.raises(InputError, match="ambiguous must be one of count, ignore"):
+        evaluate.evaluate(dataset, predictions, "testing", [0.5], ambiguous="drop")
+
+
 def test_empty_predictions_and_classes_without_predictions():
     dataset, _ = random_case(np.random.default_rng(3))
     assert average_map(dataset, {"results": {}}) == 0.0

@@ -23,6 +23,9 @@ def test_one_row_per_method_in_percent_as_csv_and_markdown(tmp_path):
     assert saved["avg"].tolist() == [60.0, 70.0] and saved["train_minutes"].tolist() == [1.5, 1.5]
     md = (tmp_path / "map.md").read_text().splitlines()
     assert md[0].startswith("| method | mAP@0.30") and md[3] == "| losa | 90.00 | 50.00 | 70.00 | 2,500 | 512.00 | 1.50 |"
+    report.run(["head_only", "losa"], [a[0], b[0]], [a[1], b[1]], tmp_path / "map.csv", tmp_path / "map.md",
+               protocol="Protocol: x.")
+    assert (tmp_path / "map.md").read_text().endswith("1.50 |\n\nProtocol: x.\n")
 
 
 def test_a_lofi_row_adds_its_stage_a_and_other_rows_leave_it_blank(tmp_path):

@@ -259,8 +259,8 @@ def cmd_report(args):
         if not sep:
             raise InputError(f"report: --stage-a takes METHOD=PATH, not {pair!r}")
         stage_a[method] = path
-    table = report.run(args.methods, args.maps, args.summaries, args.out_csv, args.out_md, stage_a)
-    print(report.markdown(table), end="")
+    table = report.run(args.methods, args.maps, args.summaries, args.out_csv, args.out_md, stage_a, args.protocol)
+    print(report.markdown(table, args.protocol), end="")
     return [args.out_csv, args.out_md]
 
 
@@ -286,7 +286,7 @@ def cmd_evaluate(args):
     from .stages import evaluate
 
     table, _ = evaluate.run(args.annotations, args.predictions, args.subset, args.preset,
-                            args.out_map, args.out_per_class, args.unknown_labels, args.ties)
+                            args.out_map, args.out_per_class, args.unknown_labels, args.ties, args.ambiguous)
     print(table.to_string(index=False, float_format=lambda x: f"{100 * x:.2f}"))
     return [args.out_map, args.out_per_class]
 
@@ -425,6 +425,7 @@ def parser():
     p.add_argument("--maps", nargs="+", required=True, help="each method's map.csv, in the same order")
     p.add_argument("--summaries", nargs="+", required=True, help="each method's train.json, in the same order")
     p.add_argument("--stage-a", nargs="+", metavar="METHOD=PATH", help="a LoFi method's stage A train.json")
+    p.add_argument("--protocol", help="a line naming how the results were evaluated, printed under the table")
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
     p.set_defaults(func=cmd_report, outputs=("out_csv", "out_md"))
@@ -451,6 +452,9 @@ def parser():
     p.add_argument("--ties", default="official", choices=["official", "stable"],
                    help="order of equal scores: the official evaluator's (NumPy argsort, reversed), so that "
                         "results equal it to the last bit; or as listed, the same on every machine")
+    p.add_argument("--ambiguous", default="count", choices=["count", "ignore"],
+                   help="false positives overlapping a THUMOS-14 Ambiguous segment: counted (the ActivityNet "
+                        "algorithm, what ActionFormer reports) or left out (the THUMOS-14 toolkit's rule)")
     p.add_argument("--out-map", required=True)
     p.add_argument("--out-per-class", required=True)
     p.set_defaults(func=cmd_evaluate, outputs=("out_map", "out_per_class"))

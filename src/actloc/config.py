@@ -152,6 +152,24 @@ def annotation_options(dataset):
     return shlex.join(args)
 
 
+THRESHOLD_TEXT = {"thumos": "0.3:0.1:0.7", "activitynet": "0.5:0.05:0.95"}
+
+
+def evaluation_protocol(dataset):
+    """One line naming how a dataset's table was made, printed under it."""
+    parts = [f"ActivityNet's detection AP at tIoU {THRESHOLD_TEXT[dataset['eval_preset']]}"]
+    if dataset["type"] == "thumos14":
+        parts.append("false positives on Ambiguous segments left out (THUMOS-14 toolkit)"
+                     if dataset["ambiguous"] == "ignore" else "Ambiguous segments unused (as ActionFormer reports)")
+    fixed = {**dataset.get("train", {})}.get("fixed_steps")
+    if fixed:
+        parts.append(f"features resampled to {fixed} steps a video")
+    if "classifier" in dataset:
+        entry = dataset["classifier"]
+        parts.append(f"class-agnostic proposals labelled by {entry['path']} (top {entry['top_k']}, {entry['combine']})")
+    return "Protocol: " + "; ".join(parts) + "."
+
+
 def classifier_options(dataset):
     """`actloc infer` options of a dataset's video-level classifier, if it has one."""
     entry = dataset.get("classifier")

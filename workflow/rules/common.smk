@@ -17,6 +17,7 @@ from actloc.config import (
     classifier_options,
     check as check_config,
     demo_options,
+    evaluation_protocol,
     imported_features,
     lofi_methods,
     lofi_settings,

@@ -22,7 +22,8 @@ rule evaluate:
     params:
         subset=lambda wildcards: dataset(wildcards)["test_subset"],
         preset=lambda wildcards: dataset(wildcards)["eval_preset"],
+        ambiguous=lambda wildcards: dataset(wildcards)["ambiguous"],
     shell:
         "actloc evaluate --annotations {input.annotations:q} --predictions {input.detections:q}"
-        " --subset {params.subset} --preset {params.preset}"
+        " --subset {params.subset} --preset {params.preset} --ambiguous {params.ambiguous}"
         " --out-map {output.map:q} --out-per-class {output.per_class:q} > {log:q} 2>&1"

@@ -22,7 +22,8 @@ rule report:
     params:
         methods=methods_of,
         stage_a=stage_a_args,
+        protocol=lambda wildcards: evaluation_protocol(dataset(wildcards)),
     shell:
         "actloc report --methods {params.methods} --maps {input.maps:q} --summaries {input.summaries:q}"
-        " {params.stage_a}"
+        " {params.stage_a} --protocol {params.protocol:q}"
         " --out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"

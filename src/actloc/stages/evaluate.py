@@ -70,11 +70,15 @@ def greedy_match(ious, thresholds, ties="official"):
     return hits
 
 
-def average_precision(hits, n_truth):
+def average_precision(hits, n_truth, ignored=None):
     """All-point interpolated AP for each row of `hits` (K x P, predictions in score order):
     precision made monotone from the right, summed over the points where recall changes.
     Recall is padded with 0 and 1 (precision with 0) and each row summed on its own, as the
-    official code does: the same terms in the same order give the same rounding."""
+    official code does: the same terms in the same order give the same rounding. `ignored`
+    (K x P) leaves predictions out of a row's ranking altogether."""
+    if ignored is not None:
+        return np.array([average_precision(hits[row:row + 1, ~ignored[row]], n_truth)[0]
+                         for row in range(hits.shape[0])])
     ap = np.zeros(hits.shape[0])
     if hits.shape[1] == 0:
         return ap
@@ -123,15 +127,23 @@ def prediction_table(results, source="predictions"):
     return pd.DataFrame(rows, columns=["video", "label", "score", "start", "end"])
 
 
+AMBIGUOUS = ("count", "ignore")
+
+
 def evaluate(dataset, predictions, subset, thresholds, unknown_labels="error", ties="official",
-             source="predictions"):
+             source="predictions", ambiguous="count"):
     """AP per class and threshold, as a DataFrame indexed by the classes that have ground truth,
     in the order they first appear in it (the official evaluator's, which its mean follows).
 
     `dataset` is loaded annotations.json, `predictions` a prediction_table (`source` names it in
     errors). A prediction for a video outside the subset counts as a false positive. Labels
     outside the dataset's classes are an error, or dropped with `unknown_labels="ignore"`.
+    `ambiguous="ignore"`: a false positive that overlaps one of its video's Ambiguous segments
+    (THUMOS-14) is left out, as the THUMOS-14 toolkit does; "count" (ActivityNet's algorithm,
+    what ActionFormer reports) counts it.
     """
+    if ambiguous not in AMBIGUOUS:
+        raise InputError(f"ambiguous must be one of {', '.join(AMBIGUOUS)}, got {ambiguous!r}")
     if ties not in TIES:
         raise InputError(f"ties must be one of {', '.join(TIES)}, got {ties!r}")
     thresholds = np.asarray(thresholds, float)
@@ -150,10 +162,15 @@ def evaluate(dataset, predictions, subset, thresholds, unknown_labels="error", t
         segments = predicted[["start", "end"]].to_numpy()
         truth_segments = {v: g[["start", "end"]].to_numpy() for v, g in truths.groupby("video", sort=False)}
         hits = np.zeros((len(thresholds), len(predicted)), bool)
+        near_ambiguous = np.zeros(len(predicted), bool)
         for video, rows in predicted.groupby("video", sort=False).indices.items():
             if video in truth_segments:
                 hits[:, rows] = greedy_match(tiou(segments[rows], truth_segments[video]), thresholds, ties)
-        ap[label] = average_precision(hits, len(truths))
+            marked = dataset["database"].get(video, {}).get("ambiguous") or []
+            if ambiguous == "ignore" and marked:
+                near_ambiguous[rows] = (tiou(segments[rows], np.asarray(marked, float)) > 0).any(axis=1)
+        ignored = ~hits & near_ambiguous if ambiguous == "ignore" else None
+        ap[label] = average_precision(hits, len(truths), ignored)
     columns = [f"{t:.2f}" for t in thresholds]
     return pd.DataFrame.from_dict(ap, orient="index", columns=columns).rename_axis("class")
 
@@ -167,13 +184,13 @@ def summarize(per_class):
 
 
 def run(annotations, predictions_path, subset, preset, out_map, out_per_class, unknown_labels="error",
-        ties="official"):
+        ties="official", ambiguous="count"):
     """The `actloc evaluate` command: write map.csv and per_class.csv at full precision, return
     the summary and the per-class table (classes sorted, with their average over thresholds)."""
     if preset not in THRESHOLDS:
         raise InputError(f"unknown tIoU preset {preset!r}: expected one of {', '.join(THRESHOLDS)}")
     per_class = evaluate(read_annotations(annotations), prediction_table(read_json(predictions_path), predictions_path),
-                         subset, THRESHOLDS[preset], unknown_labels, ties, predictions_path)
+                         subset, THRESHOLDS[preset], unknown_labels, ties, predictions_path, ambiguous)
     table = summarize(per_class)
     per_class = per_class.assign(average=per_class.mean(axis=1)).sort_index()
     write_text(out_per_class, per_class.to_csv())

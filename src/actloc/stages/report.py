@@ -29,8 +29,9 @@ def method_row(method, map_csv, summary_json, stage_a_json=None):
     return row
 
 
-def markdown(table):
-    """A GitHub Markdown table: mAP to 2 decimals, parameters with thousands separators."""
+def markdown(table, protocol=None):
+    """A GitHub Markdown table: mAP to 2 decimals, parameters with thousands separators; the
+    `protocol` line under it."""
     def cell(column, value):
         if pd.isna(value):
             return ""
@@ -40,10 +41,10 @@ def markdown(table):
 
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(cell(c, v) for c, v in row.items()) + " |" for row in table.to_dict("records")]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ([f"\n{protocol}"] if protocol else [])) + "\n"
 
 
-def run(methods, map_csvs, summaries, out_csv, out_md, stage_a=None):
+def run(methods, map_csvs, summaries, out_csv, out_md, stage_a=None, protocol=None):
     """The `actloc report` command: the dataset's table from each method's outputs;
     `stage_a` {method: stage A's train.json} for LoFi methods."""
     stage_a = stage_a or {}
@@ -56,5 +57,5 @@ def run(methods, map_csvs, summaries, out_csv, out_md, stage_a=None):
     if stage_a:
         table["stage_a_params"] = table["stage_a_params"].astype("Int64")
     write_text(out_csv, table.to_csv(index=False))  # full precision; the Markdown table is rounded
-    write_text(out_md, markdown(table))
+    write_text(out_md, markdown(table, protocol))
     return table
