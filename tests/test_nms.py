@@ -40,3 +40,19 @@ def test_classes_never_suppress_each_other_and_the_best_overall_are_kept():
     assert [len(x) for x in empty] == [0, 0, 0]
     with pytest.raises(ValueError, match="soft or hard"):
         per_class(segments, scores, labels, method="linear")
+
+
+def test_box_voting_moves_each_kept_segment_to_its_neighbours_weighted_mean_by_hand():
+    segments = np.array([[0.0, 10.0], [1.0, 10.0], [20.0, 30.0], [0.0, 5.0]])
+    scores = np.array([0.9, 0.6, 0.8, 0.5])
+    labels = np.zeros(4, np.int64)
+    kept, kept_scores, _ = per_class(segments, scores, labels, "hard", iou_threshold=0.5, voting=0.85)
+    # [0, 10] is kept; [1, 10] (tIoU 0.9) is suppressed but votes: start (0.9 * 0 + 0.6 * 1) / 1.5 = 0.4;
+    # [0, 5] (tIoU 0.5) survives hard NMS at 0.5 but is too far to vote for [0, 10] at 0.85.
+    np.testing.assert_allclose(kept, [[0.4, 10.0], [20.0, 30.0], [0.0, 5.0]])
+    assert kept_scores.tolist() == [0.9, 0.8, 0.5]
+    plain, _, _ = per_class(segments, scores, labels, "hard", iou_threshold=0.5)
+    assert plain.tolist() == [[0.0, 10.0], [20.0, 30.0], [0.0, 5.0]]
+    # Voting stays within a class.
+    other, _, _ = per_class(segments, scores, np.array([0, 1, 0, 0]), "hard", iou_threshold=0.5, voting=0.85)
+    assert [0.0, 10.0] in other.tolist()

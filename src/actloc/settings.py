@@ -66,6 +66,7 @@ class HeadConfig:
     sigma: float = 0.5
     iou_threshold: float = 0.1  # hard NMS only
     max_segments: int = 200
+    voting: float = 0.0  # box voting at this tIoU after NMS (0: off; ActionFormer's ActivityNet: 0.9)
 
     def __post_init__(self):
         if len(self.regression_ranges) != self.levels:

@@ -217,7 +217,7 @@ class Head(nn.Module):
                 labels.append(label[long_enough])
             seg, score, label = (torch.cat(x).cpu().numpy() for x in (segments, scores, labels))
             results.append(nms.per_class(seg, score, label, c.nms, c.sigma, c.iou_threshold,
-                                         c.score_threshold, c.max_segments))
+                                         c.score_threshold, c.max_segments, c.voting))
         return results
 
 

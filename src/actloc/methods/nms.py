@@ -35,9 +35,18 @@ def suppress(segments, scores, method="soft", sigma=0.5, iou_threshold=0.1, min_
     return np.asarray(kept, dtype=np.int64), np.asarray(kept_scores)
 
 
+def voted(kept, candidates, scores, threshold):
+    """Each of the `kept` segments (K, 2) moved to the mean of the `candidates` (N, 2; itself
+    among them) that overlap it by tIoU >= `threshold`, weighted by their `scores`: box voting,
+    as ActionFormer refines its ActivityNet segments."""
+    weights = np.stack([iou_with(segment, candidates) >= threshold for segment in kept]) * scores[None]
+    return weights @ candidates / weights.sum(axis=1, keepdims=True)
+
+
 def per_class(segments, scores, labels, method="soft", sigma=0.5, iou_threshold=0.1, min_score=0.001,
-              max_segments=200):
-    """NMS within each class, then the best `max_segments` overall: (segments, scores, labels)."""
+              max_segments=200, voting=0.0):
+    """NMS within each class, then the best `max_segments` overall: (segments, scores, labels).
+    `voting` > 0 refines each kept segment by the class's candidates overlapping it that much."""
     if method not in ("soft", "hard"):
         raise ValueError(f"nms must be soft or hard, got {method!r}")
     out_segments, out_scores, out_labels = [np.zeros((0, 2))], [np.zeros(0)], [np.zeros(0, np.int64)]
@@ -46,7 +55,8 @@ def per_class(segments, scores, labels, method="soft", sigma=0.5, iou_threshold=
         # A class never contributes more than max_segments to the final list: stop there.
         keep, kept_scores = suppress(segments[rows], scores[rows], method, sigma, iou_threshold, min_score,
                                      max_segments)
-        out_segments.append(segments[rows[keep]])
+        kept = segments[rows[keep]]
+        out_segments.append(voted(kept, segments[rows], scores[rows], voting) if voting > 0 and len(kept) else kept)
         out_scores.append(kept_scores)
         out_labels.append(np.full(len(keep), label, np.int64))
     segments, scores, labels = (np.concatenate(x) for x in (out_segments, out_scores, out_labels))
