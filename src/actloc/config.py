@@ -161,7 +161,7 @@ def evaluation_protocol(dataset):
     if dataset["type"] == "thumos14":
         parts.append("false positives on Ambiguous segments left out (THUMOS-14 toolkit)"
                      if dataset["ambiguous"] == "ignore" else "Ambiguous segments unused (as ActionFormer reports)")
-    fixed = {**dataset.get("train", {})}.get("fixed_steps")
+    fixed = dataset.get("train", {}).get("fixed_steps")
     if fixed:
         parts.append(f"features resampled to {fixed} steps a video")
     if "classifier" in dataset:
