@@ -24,7 +24,7 @@ def test_both_published_layouts_read_with_or_without_the_v_prefix(tmp_path):
 
 def test_each_proposal_gets_the_top_k_classes_scored_as_checked_by_hand():
     detections = [{"score": 0.8, "segment": [1.0, 4.0]}, {"score": 0.5, "segment": [6.0, 9.0]}]
-    fused = classifier.fuse(detections, np.array([0.1, 0.6, 0.3]), ["a", "b", "c"], top_k=2)
+    fused = classifier.fuse(detections, np.array([0.1, 0.6, 0.3]), ["a", "b", "c"], top_k=2, combine="product")
     # b (0.6) and c (0.3), each with both proposals: 0.48, 0.30, 0.24, 0.15
     assert fused == [{"label": "b", "score": 0.48, "segment": [1.0, 4.0]},
                      {"label": "b", "score": 0.3, "segment": [6.0, 9.0]},
@@ -62,7 +62,7 @@ def test_an_actionness_head_and_a_classifier_file_reach_the_classes(tmp_path, sy
     with pytest.raises(InputError, match="trained for actionness: give the video-level classifier"):
         infer.run(tmp_path / "model.pt", index, annotations, "training", tmp_path / "d.json", "cpu")
     infer.run(tmp_path / "model.pt", index, annotations, "training", tmp_path / "d.json", "cpu",
-              classifier={"path": path, "top_k": 2, "combine": "product"})
+              classifier={"path": path, "top_k": 2, "combine": "sqrt"})
     detections = json.loads((tmp_path / "d.json").read_text())["results"]
     for video, found in detections.items():
         own = {a["label"] for a in truth["database"][video]["annotations"]}

@@ -14,8 +14,8 @@ import numpy as np
 
 from .io import InputError, read_json
 
-# How a proposal's score and a class's score combine: CUHK's files are fused by the product
-# (ActionFormer), InternVideo's by its square root (OpenTAD).
+# How a proposal's score and a class's score combine: ActionFormer (CUHK's file, top 2) and
+# OpenTAD (InternVideo's) take the square root of the product; OpenTAD's CUHK reader the product.
 COMBINE = {"product": lambda proposal, label: proposal * label,
            "sqrt": lambda proposal, label: math.sqrt(proposal * label)}
 ACTIONNESS = "action"  # the one class of a head trained for actionness
@@ -51,7 +51,7 @@ def load(path, videos, classes):
     return scores
 
 
-def fuse(detections, scores, classes, top_k, combine="product"):
+def fuse(detections, scores, classes, top_k, combine="sqrt"):
     """Class-agnostic `detections` ({score, segment}) of one video, each once for every one of
     the video's `top_k` classes by `scores`: label that class, score `combine`d; best first."""
     if combine not in COMBINE:

@@ -416,8 +416,8 @@ def parser():
     p.add_argument("--classifier", help="a model trained for actionness: the video-level classifier file (CUHK's or "
                                         "InternVideo's JSON) whose top classes label each proposal")
     p.add_argument("--top-k", type=at_least(1), default=2, help="classes each proposal is given (2)")
-    p.add_argument("--combine", default="product", choices=["product", "sqrt"],
-                   help="score = proposal x class score, or its square root")
+    p.add_argument("--combine", default="sqrt", choices=["sqrt", "product"],
+                   help="score = the square root of proposal x class score (ActionFormer, OpenTAD), or the product")
     p.set_defaults(func=cmd_infer, outputs=("out", "out_features"))
 
     p = sub.add_parser("report", help="one table of every method's mAP, parameters, memory and time")
