@@ -86,7 +86,7 @@ def test_cache_of_a_bad_video_is_one_clear_line(tmp_path):
 
 def test_import_features_reports_videos_without_features(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps({"database": {
-        "x": {"duration": 2.0, "fps": 8.0, "file": "x"}, "y": {"duration": 2.0, "fps": 8.0, "file": "y"}}}))
+        "x": {"duration": 3.5, "fps": 8.0, "file": "x"}, "y": {"duration": 3.5, "fps": 8.0, "file": "y"}}}))
     (tmp_path / "npy").mkdir()
     np.save(tmp_path / "npy" / "x.npy", np.ones((4, 3), np.float32))
     common = ["import-features", "npy", "--annotations", "a.json", "--name", "f", "--out-dir", "f", "--index", "f.json"]

@@ -44,8 +44,27 @@ def test_the_shipped_config_passes_every_check(shipped):
     (lambda c: c["methods"].update(cache={"type": "head_only"}), "method name 'cache' is reserved"),
     (lambda c: c["backbones"].update(lofi={"preset": "tiny"}), "'lofi' names both a LoFi method"),
     (lambda c: c["backbones"]["tiny-random"].pop("tokens"),
-     "dataset 'demo' lists method 'partial' (partial), which tunes the upper blocks from cached block tokens, but "
-     "its backbone 'tiny-random' caches none"),
+     "dataset 'demo' trains method 'partial' (type partial), which reads every tapped layer, their temporal tokens "
+     "and the block tokens, but its backbone 'tiny-random' caches no block tokens: set tokens: {} in "
+     "backbones.tiny-random"),
+    (lambda c: c["backbones"]["tiny-random"].update(temporal=False),
+     "dataset 'demo' trains method 'losa' (type losa), which reads every tapped layer and their temporal tokens, "
+     "but its backbone 'tiny-random' caches no temporal tokens: set temporal: true in backbones.tiny-random"),
+    # The shipped THUMOS-14 entry switched to published features, as its comment says to.
+    (lambda c: c["datasets"]["thumos"].update(backbone="i3d", features={"i3d": {"path": "i3d"}}),
+     "dataset 'thumos' trains method 'losa' (type losa), which reads every tapped layer and their temporal tokens, "
+     "but its backbone 'i3d' is imported features, with no temporal tokens: imported features are one layer"),
+    (lambda c: c["datasets"]["demo-full"].update(backbone="i3d", features={"i3d": {"path": "i3d"}},
+                                                 methods=["lofi"]),
+     "dataset 'demo-full' trains method 'lofi' (type lofi), which reads the decoded videos (it tunes the "
+     "backbone), but its backbone 'i3d' is imported features, with no videos"),
+    (lambda c: c["datasets"]["thumos"].pop("videos"),
+     "dataset 'thumos' reads videos (its backbone 'vitg' is no imported features) but has no videos"),
+    (lambda c: c["datasets"]["thumos"].update(select={"testing": "no/such/list.txt"}),
+     "dataset 'thumos': select.testing: no/such/list.txt: file not found"),
+    (lambda c: c["datasets"]["thumos"].update(backbone="i3d", methods=["head_only"],
+                                              features={"i3d": {"path": "i3d", "frames": 16, "stride": 20}}),
+     "dataset 'thumos': features.i3d: stride must be within 1..16"),
     (lambda c: c["methods"]["partial"]["partial"].update(kernel=2), "methods.partial.partial: partial: "
                                                                     "adapter_reduction must be at least 1 and kernel odd"),
     (lambda c: c["methods"]["partial"]["partial"].update(losa={"heads": 7}),
@@ -113,7 +132,15 @@ def test_command_options_from_config_entries(shipped):
     demo = shipped["datasets"]["demo"]
     assert shlex.split(cfg.demo_options(demo, ("seed", "min_seconds"))) == ["--seed", "0", "--min-seconds", "20"]
     assert shlex.split(cfg.annotation_options(shipped["datasets"]["thumos"])) == [
-        "--source", "resources/thumos14", "--out-of-range", "clip"]
+        "--source", "resources/thumos14", "--out-of-range", "clip", "--subsets", "testing", "validation",
+        "--videos", "data/thumos14/videos", "--missing", "error"]
+    partial = shipped["datasets"]["thumos"] | {"missing": "skip", "select": {"testing": ["a", "b"]},
+                                               "backbone": "i3d", "features": {"i3d": {"path": "f.h5", "fps": 25}}}
+    assert shlex.split(cfg.annotation_options(partial))[7:] == ["--features", "f.h5", "--missing", "skip",
+                                                                "--select", "testing=a,b"]
+    assert shlex.split(cfg.annotation_options(partial | {"select": {"testing": "t.txt"}}))[-1] == "testing=@t.txt"
+    assert shlex.split(cfg.import_options(partial, "i3d")) == ["--snippet-frames", "16", "--stride", "4",
+                                                               "--missing", "skip", "--fps", "25"]
     assert "--video-prefix" in cfg.annotation_options(shipped["datasets"]["anet"])
     assert shlex.split(cfg.backbone_options(shipped["backbones"]["tiny-random"])) == [
         "--preset", "tiny", "--seed", "0", "--precision", "fp32", "--pixels", "16", "--layers", "1", "2", "3", "4",

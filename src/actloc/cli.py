@@ -122,10 +122,33 @@ def cmd_annotations(args):
 
     dataset = datasets.load(args.type, source=args.source, metadata=args.metadata, out_of_range=args.out_of_range,
                             video_prefix=args.video_prefix, defects=args.defects, **demo_settings(args))
+    dataset = annotations.choose(dataset, args.subsets or datasets.SUBSETS, select_option(args.select),
+                                 args.videos, args.features, args.missing)
     annotations.save(dataset, args.out, args.classes)
     for subset, counts in annotations.summary(dataset).items():
         log.info("%s: %d videos, %d instances, %d ambiguous", subset, *counts.values())
+    for subset, videos in dataset["left_out"].items():
+        log.info("%s: %d videos left out", subset, len(videos))
     return [args.out, args.classes]
+
+
+def select_option(pairs):
+    """--select SUBSET=VIDEO,VIDEO... or SUBSET=@FILE (a video a line) -> {subset: [video]}."""
+    select = {}
+    for pair in pairs or []:
+        subset, sep, names = pair.partition("=")
+        if not sep or subset not in datasets.SUBSETS or not names:
+            raise InputError(f"--select takes SUBSET=VIDEO,VIDEO... or SUBSET=@FILE with SUBSET one of "
+                             f"{', '.join(datasets.SUBSETS)}, not {pair!r}")
+        if names.startswith("@"):
+            path = Path(names[1:])
+            if not path.is_file():
+                raise InputError(f"--select {subset}: {path}: file not found")
+            names = path.read_text().split()
+        else:
+            names = names.split(",")
+        select[subset] = [name for name in names if name]
+    return select
 
 
 def write_manifest(path, entries):
@@ -287,7 +310,10 @@ def cmd_evaluate(args):
 
     table, _ = evaluate.run(args.annotations, args.predictions, args.subset, args.preset,
                             args.out_map, args.out_per_class, args.unknown_labels, args.ties, args.ambiguous)
-    print(table.to_string(index=False, float_format=lambda x: f"{100 * x:.2f}"))
+    print(table[["tiou", "mAP"]].to_string(index=False, float_format=lambda x: f"{100 * x:.2f}"))
+    videos, total = table[["videos", "benchmark_videos"]].iloc[0]
+    if videos < total:
+        print(f"on {videos} of the {total} {args.subset} videos (annotations.json leaves the others out)")
     return [args.out_map, args.out_per_class]
 
 
@@ -308,6 +334,18 @@ def parser():
     p.add_argument("--defects", choices=["drop", "error"],
                    help="ActivityNet: zero-length segments and exact repeats of an instance, as published ground "
                         "truths hold: drop them with a warning counting them (default), or fail")
+    p.add_argument("--subsets", nargs="+", choices=datasets.SUBSETS,
+                   help="the subsets a run trains and tests on, whose sources --videos or --features must hold "
+                        "(default: all)")
+    sources = p.add_mutually_exclusive_group()
+    sources.add_argument("--videos", help="folder of the source videos: every video of --subsets must be there")
+    sources.add_argument("--features", help="published features (a .npy folder or HDF5 file): every video of "
+                                            "--subsets must have them")
+    p.add_argument("--missing", default="error", choices=["error", "skip"],
+                   help="videos of --subsets without a source there: fail counting them, or leave them out "
+                        "(listed under left_out, so that results say on how many they stand)")
+    p.add_argument("--select", nargs="+", metavar="SUBSET=VIDEOS",
+                   help="only these videos of a subset: SUBSET=VIDEO,VIDEO... or SUBSET=@FILE, a video a line")
     p.add_argument("--out", required=True)
     p.add_argument("--classes", required=True, help="class list output, one name a line")
     add_demo_options(p)

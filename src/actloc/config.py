@@ -6,6 +6,7 @@ module), so method types are checked by finding their modules, not by loading th
 """
 
 import shlex
+from pathlib import Path
 
 from . import datasets, methods
 from .backbones.presets import PRESETS, TUBELET
@@ -78,10 +79,27 @@ def check_dataset(config, ds, d):
     if d["backbone"] not in list(config["backbones"]) + list(features):
         raise ConfigError(f"{where} uses backbone {d['backbone']!r}, which is neither under backbones nor under "
                           "its features")
-    try:
-        check_protocol(d["snippets"]["frames"], d["snippets"]["stride"], TUBELET)
-    except ValueError as err:
-        raise ConfigError(f"{where}: snippets: {err}") from None
+    features = imported(d)
+    if features:
+        try:
+            check_protocol(features.get("frames", d["snippets"]["frames"]),
+                           features.get("stride", d["snippets"]["stride"]), 1)
+        except ValueError as err:
+            raise ConfigError(f"{where}: features.{d['backbone']}: {err}") from None
+    else:
+        try:
+            check_protocol(d["snippets"]["frames"], d["snippets"]["stride"], TUBELET)
+        except ValueError as err:
+            raise ConfigError(f"{where}: snippets: {err}") from None
+        if "decode" not in d:
+            raise ConfigError(f"{where} reads videos (its backbone {d['backbone']!r} is no imported features) but has "
+                              "no decode: {fps, short_side}")
+        if d["type"] != "demo" and "videos" not in d:  # the demo renders its own
+            raise ConfigError(f"{where} reads videos (its backbone {d['backbone']!r} is no imported features) but has "
+                              "no videos: the folder of its source videos")
+    for subset, names in d.get("select", {}).items():
+        if isinstance(names, str) and not Path(names).is_file():
+            raise ConfigError(f"{where}: select.{subset}: {names}: file not found (a text file, a video a line)")
     check_settings(f"dataset {ds!r}: head", lambda **entry: head_config(entry), d.get("head", {}))
     check_settings(f"dataset {ds!r}: train", TrainConfig, d.get("train", {}))
     entry = config["backbones"].get(d["backbone"])
@@ -90,13 +108,7 @@ def check_dataset(config, ds, d):
         if method not in config["methods"]:
             raise ConfigError(f"{where} lists method {method!r}, which is not under methods")
         m = config["methods"][method]
-        if m["type"] == "lofi" and not entry:
-            raise ConfigError(f"{where} lists LoFi method {method!r}, which tunes the backbone on videos, but its "
-                              f"backbone {d['backbone']!r} is imported features")
-        if m["type"] == "partial" and not (entry and "tokens" in entry):
-            raise ConfigError(f"{where} lists method {method!r} (partial), which tunes the upper blocks from cached "
-                              f"block tokens, but its backbone {d['backbone']!r} caches none: set tokens (e.g. "
-                              "tokens: {}) in its backbones entry")
+        check_reads(where, method, m["type"], d["backbone"], entry)
         if m["type"] in ("losa", "partial") and channels:
             own = m.get(m["type"], {})
             losa = LosaConfig(**(own if m["type"] == "losa" else own.get("losa", {})))
@@ -106,6 +118,37 @@ def check_dataset(config, ds, d):
                 raise ConfigError(f"config.yaml: methods.{method} LoSA settings on dataset {ds!r} (backbone "
                                   f"{d['backbone']!r}, {channels} channels): {err}") from None
 
+
+
+def cache_holds(entry):
+    """What a dataset's cache holds: a backbone's config entry, or None for imported features."""
+    if entry is None:
+        return {"layers": "one layer", "temporal": False, "tokens": False, "videos": False}
+    return {"layers": "every tapped layer", "temporal": entry["temporal"], "tokens": "tokens" in entry, "videos": True}
+
+
+# What a cache may lack, in words, and the backbone setting that adds it.
+LACKS = {"videos": ("videos", None), "temporal": ("temporal tokens", "temporal: true"),
+         "tokens": ("block tokens", "tokens: {}")}
+
+
+def check_reads(where, method, kind, backbone, entry):
+    """A ConfigError unless the dataset's cache (`entry`: its backbone's config, None for imported
+    features) holds what method `method` of type `kind` reads (actloc.methods.reads)."""
+    reads, holds = methods.reads(kind), cache_holds(entry)
+    lacking = [what for what in LACKS if reads[what] and not holds[what]]
+    if not lacking:
+        return
+    if entry is None:
+        fix = ("imported features are one layer without tokens and without videos: train head_only (or another "
+               f"method reading the last layer alone) on them; {method} needs the backbone's own cache, so make "
+               "the dataset's backbone an entry of backbones")
+    else:
+        fix = " and ".join(f"set {LACKS[what][1]} in backbones.{backbone}" for what in lacking)
+    source = "is imported features, with" if entry is None else "caches"
+    raise ConfigError(f"{where} trains method {method!r} (type {kind}), which reads {methods.describe_reads(reads)}, "
+                      f"but its backbone {backbone!r} {source} no {' and no '.join(LACKS[w][0] for w in lacking)}: "
+                      f"{fix}")
 
 
 def method_settings(config, dataset, method):
@@ -140,11 +183,35 @@ def demo_options(dataset, keys=None):
                       for arg in (f"--{key.replace('_', '-')}", str(value)))
 
 
+def subsets(dataset):
+    """The subsets a dataset trains and tests on: the only videos decoded and cached."""
+    return sorted({dataset["train_subset"], dataset["test_subset"]})
+
+
+def imported(dataset):
+    """The dataset's imported features entry that its methods train on, or None."""
+    return dataset.get("features", {}).get(dataset["backbone"])
+
+
+def sources(dataset):
+    """What the dataset's videos are read from: its imported features' path, or its videos folder."""
+    features = imported(dataset)
+    return ["--features", features["path"]] if features else ["--videos", dataset["videos"]]
+
+
+def selection(dataset):
+    """`actloc annotations --select` values of a dataset's `select` (a file as @FILE)."""
+    return [f"{subset}=@{names}" if isinstance(names, str) else f"{subset}={','.join(names)}"
+            for subset, names in dataset.get("select", {}).items()]
+
+
 def annotation_options(dataset):
     """`actloc annotations` options of a dataset entry (its --type aside)."""
     if dataset["type"] == "demo":
         return demo_options(dataset)
-    args = ["--source", dataset["annotations"], "--out-of-range", dataset["out_of_range"]]
+    args = ["--source", dataset["annotations"], "--out-of-range", dataset["out_of_range"],
+            "--subsets", *subsets(dataset), *sources(dataset), "--missing", dataset["missing"]]
+    args += ["--select", *selection(dataset)] if "select" in dataset else []
     if dataset["type"] == "activitynet":
         args += ["--video-prefix", dataset["video_prefix"], "--defects", dataset["defects"]]
     if "metadata" in dataset:
@@ -168,6 +235,15 @@ def evaluation_protocol(dataset):
         entry = dataset["classifier"]
         parts.append(f"class-agnostic proposals labelled by {entry['path']} (top {entry['top_k']}, {entry['combine']})")
     return "Protocol: " + "; ".join(parts) + "."
+
+
+def import_options(dataset, name):
+    """`actloc import-features` options of a dataset's features entry `name`: its snippet protocol
+    (the dataset's where it states none) and frame rate (each video's own where it states none)."""
+    entry = dataset["features"][name]
+    args = ["--snippet-frames", str(entry.get("frames", dataset["snippets"]["frames"])),
+            "--stride", str(entry.get("stride", dataset["snippets"]["stride"])), "--missing", dataset["missing"]]
+    return shlex.join(args + (["--fps", str(entry["fps"])] if "fps" in entry else []))
 
 
 def classifier_options(dataset):

@@ -1,10 +1,24 @@
 def annotation_sources(wildcards):
     d = dataset(wildcards)
+    selected = [names for names in d.get("select", {}).values() if isinstance(names, str)]
     if d["type"] == "thumos14":
-        return sorted(
+        return selected + sorted(
             str(p) for p in Path(d["annotations"]).glob("annotations_*/*.txt")
         )
-    return [d["annotations"]] if "annotations" in d else []
+    return selected + ([d["annotations"]] if "annotations" in d else [])
+
+
+def sources_present(wildcards):
+    """With missing: skip, a digest of what the sources' folder (or file) holds: adding or
+    removing a video reruns the annotations, so that the run takes what is there now."""
+    d = dataset(wildcards)
+    if d["type"] == "demo" or d["missing"] != "skip":
+        return ""
+    path = Path(sources(d)[1])
+    if not path.exists():
+        return "absent"  # the annotations job says so
+    listing = sorted(os.listdir(path)) if path.is_dir() else [path.stat().st_mtime_ns]
+    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
 
 
 checkpoint annotations:
@@ -24,6 +38,7 @@ checkpoint annotations:
     params:
         type=lambda wildcards: dataset(wildcards)["type"],
         args=lambda wildcards: annotation_options(dataset(wildcards)),
+        sources_present=sources_present,
     shell:
         "actloc annotations --type {params.type} {params.args}"
         " --out {output.json:q} --classes {output.classes:q} 2> {log:q}"

@@ -82,16 +82,10 @@ rule import_features:
         mem_mb=memory(8000),
         runtime=60,
     params:
-        frames=lambda wildcards: dataset(wildcards)["snippets"]["frames"],
-        stride=lambda wildcards: dataset(wildcards)["snippets"]["stride"],
-        fps=lambda wildcards: dataset(wildcards)["decode"]["fps"],
-        missing=lambda wildcards: dataset(wildcards)["features"][wildcards.backbone][
-            "missing"
-        ],
+        args=lambda wildcards: import_options(dataset(wildcards), wildcards.backbone),
         subsets=subsets,
     shell:
         "actloc import-features {input.source:q} --annotations {input.annotations:q}"
         " --subsets {params.subsets}"
         " --name {wildcards.backbone:q} --out-dir {output.stores:q} --index {output.index:q}"
-        " --snippet-frames {params.frames} --stride {params.stride} --fps {params.fps}"
-        " --missing {params.missing} 2> {log:q}"
+        " {params.args} 2> {log:q}"

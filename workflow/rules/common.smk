@@ -1,5 +1,7 @@
+import hashlib
 import json
 import math
+import os
 import re
 import shlex
 import sys
@@ -18,10 +20,13 @@ from actloc.config import (
     check as check_config,
     demo_options,
     evaluation_protocol,
+    import_options,
     imported_features,
     lofi_methods,
     lofi_settings,
     method_settings,
+    sources,
+    subsets as dataset_subsets,
 )
 from actloc.io import find_video
 
@@ -87,8 +92,7 @@ def all_videos(wildcards):
 
 def subsets(wildcards):
     """The subsets the dataset trains and tests on: the only videos decoded and cached."""
-    d = dataset(wildcards)
-    return sorted({d["train_subset"], d["test_subset"]})
+    return dataset_subsets(dataset(wildcards))
 
 
 @cache
@@ -126,16 +130,8 @@ def source_videos(wildcards):
     videos = chunk_videos(wildcards)
     if d["type"] == "demo":
         return [f"results/{wildcards.ds}/source/{video}.mp4" for video in videos]
-    folder = Path(d["videos"])
     database = all_videos(wildcards)
-    if not folder.is_dir():
-        raise ValueError(
-            f"config.yaml: dataset {wildcards.ds!r} reads its videos from {folder}/, which does"
-            f" not exist (the first video it needs is {folder / database[videos[0]]['file']}.mp4):"
-            " put the videos there, point `videos` at them, or train on imported features (see"
-            " `features`)"
-        )
-    return [str(find_video(folder, database[video]["file"])) for video in videos]
+    return [str(find_video(d["videos"], database[video]["file"])) for video in videos]
 
 
 def decode_inputs(wildcards):

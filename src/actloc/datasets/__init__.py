@@ -3,10 +3,13 @@ truth of `results/{ds}/annotations.json`, which is
 
     {"classes": [...], "database": {video: {"subset", "duration", "fps", "file",
                                             "annotations": [{"segment", "label"}],
-                                            "ambiguous": [[start, end], ...]}}}
+                                            "ambiguous": [[start, end], ...]}},
+     "left_out": {subset: [video, ...]}}
 
 `subset` is always one of SUBSETS; `file` is the stem of the video's source file;
-`ambiguous` (THUMOS only) holds segments kept out of the ground truth.
+`ambiguous` (THUMOS only) holds segments kept out of the ground truth. `left_out` lists the
+annotated videos a run does without (`choose`: not selected, or their source absent), so that
+results can say they stand on part of a benchmark.
 
 A dataset type is a module here named after it (config.yaml's `type`), with a
 `load(source=None, out_of_range="error", **options)` returning that dict (see docs/extending.md).
@@ -60,3 +63,40 @@ def load(kind, out_of_range="error", **options):
         raise InputError(f"unknown dataset type {kind!r}: no module actloc.datasets.{kind}")
     module = importlib.import_module(f"{__name__}.{kind}")
     return module.load(out_of_range=out_of_range, **{k: v for k, v in options.items() if v is not None})
+
+
+def choose(dataset, subsets, select=None, has_source=None, source="", missing="error"):
+    """The dataset reduced to the videos a run has: of `subsets` (those trained and tested on),
+    only `select[subset]`'s names where given, and (`has_source(video, entry)`) only those whose
+    source is present under `source` when `missing` is "skip"; "error" refuses absent sources,
+    counting them all. What is left out is listed in the result's `left_out` ({subset: [video]},
+    empty when nothing is), so that results can say on how many videos of how many they stand."""
+    database, left_out = dict(dataset["database"]), {}
+    for subset, names in (select or {}).items():
+        outside = [name for name in names if database.get(name, {}).get("subset") != subset]
+        if outside:
+            raise InputError(f"select.{subset} names {len(outside)} video(s) that are not {subset} videos of the "
+                             f"dataset: {', '.join(outside[:5])}")
+        chosen = set(names)
+        for video, entry in dataset["database"].items():
+            if entry["subset"] == subset and video not in chosen:
+                del database[video]
+                left_out.setdefault(subset, []).append(video)
+    if has_source:
+        wanted = {video: entry for video, entry in database.items() if entry["subset"] in subsets}
+        absent = [video for video, entry in wanted.items() if not has_source(video, entry)]
+        if absent and missing != "skip":
+            raise InputError(f"{source}: no source for {len(absent)} of the {len(wanted)} videos of "
+                             f"{', '.join(subsets)} (first: {', '.join(absent[:5])}); put them there, or set "
+                             f"missing: skip in the dataset's config entry (--missing skip) to use the "
+                             f"{len(wanted) - len(absent)} present, or list the videos to use under select")
+        if absent:
+            log.warning("%s: %d of the %d videos of %s have no source, left out: %s", source, len(absent),
+                        len(wanted), ", ".join(subsets), ", ".join(absent))
+        for video in absent:
+            left_out.setdefault(database.pop(video)["subset"], []).append(video)
+    for subset in subsets:
+        if left_out.get(subset) and not any(entry["subset"] == subset for entry in database.values()):
+            raise InputError(f"{source or 'select'}: none of the {len(left_out[subset])} {subset} videos is left "
+                             "(no source present, or none selected)")
+    return {**dataset, "database": database, "left_out": {s: sorted(v) for s, v in sorted(left_out.items())}}

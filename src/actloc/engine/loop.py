@@ -11,16 +11,15 @@ import hashlib
 import json
 import logging
 import math
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from ..io import atomic_path, load_weights, write_json, write_text
+from ..progress import progress
 from .device import peak_memory_mb
 
 log = logging.getLogger(__name__)
@@ -115,9 +114,7 @@ def optimise(net, groups, cfg, per_epoch, step_losses, key, checkpoint, device, 
         optimizer, lambda step: lr_factor(step, cfg.warmup_epochs * per_epoch, epochs * per_epoch))
     ema = EMA(net, cfg.ema)
     rows = resume(checkpoint, key, device, net, ema, optimizer, scheduler) if checkpoint else []
-    # In a log file (a Snakemake job), a line every 30 s rather than ten a second.
-    bar = tqdm(total=epochs * per_epoch, initial=len(rows) * per_epoch, desc=desc, unit="step",
-               mininterval=0.1 if sys.stderr.isatty() else 30)
+    bar = progress(total=epochs * per_epoch, initial=len(rows) * per_epoch, desc=desc, unit="step")
     for epoch in range(len(rows), epochs):
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         net.train()

@@ -6,9 +6,11 @@ A method is a module holding `METHOD = Method(...)`: a module of this package na
 the Snakefile checks config.yaml's types with `exists`. See docs/extending.md.
 """
 
+import ast
 import importlib
 import importlib.util
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass
 
 # Modules of this package that are parts of every method, not methods.
@@ -55,6 +57,34 @@ def exists(name):
     if not isinstance(name, str) or name in PARTS or not all(part.isidentifier() for part in name.split(".")):
         return False
     return find(module_name(name))
+
+
+def reads(name):
+    """What method `name` reads, from its module's `METHOD = Method(...)` without importing it (the
+    Snakefile checks config.yaml against the caches with this, and importing a method imports
+    torch): {"layers": "last" | "all", "temporal": bool, "tokens": bool, "videos": bool}, `videos`
+    when it trains on the decoded videos (its own `train`). Declarations that are not literals
+    read as the defaults, the method's own import then checks them."""
+    declared = {"layers": "last", "temporal": False, "tokens": False, "videos": False}
+    source = Path(importlib.util.find_spec(module_name(name)).origin).read_text()
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "METHOD" for t in node.targets)
+                and isinstance(node.value, ast.Call)):
+            for keyword in node.value.keywords:
+                if keyword.arg == "train":
+                    declared["videos"] = not (isinstance(keyword.value, ast.Constant) and keyword.value.value is None)
+                elif keyword.arg in declared and isinstance(keyword.value, ast.Constant):
+                    declared[keyword.arg] = keyword.value.value
+    return declared
+
+
+def describe_reads(reads):
+    """What a method reads, in words, for messages."""
+    if reads["videos"]:
+        return "the decoded videos (it tunes the backbone)"
+    parts = ["the last tapped layer" if reads["layers"] == "last" else "every tapped layer"]
+    parts += ["their temporal tokens"] * reads["temporal"] + ["the block tokens"] * reads["tokens"]
+    return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
 
 
 def get(name):

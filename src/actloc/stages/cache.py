@@ -14,12 +14,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import zarr
-from tqdm import tqdm
 
 from ..backbones import videomae
 from ..backbones.presets import TUBELET
 from ..engine.device import resolve_device
 from ..io import InputError, atomic_path, dataset_videos, read_json, video_paths, write_json
+from ..progress import progress
+from ..store.features import feature_key, feature_sources
 from ..store.snippets import snippet_batches, snippet_count
 from ..store.stores import StoreWriter, array_shapes, check_alike, open_cache, write_store
 from . import decode
@@ -152,7 +153,7 @@ def build_all(videos, outs, settings, snippet_frames=16, stride=4, batch=8, devi
     total = sum(expect[video]["snippets"] for video, _ in todo)
     stream = prefetched(clip_stream([video for video, _ in todo], pixels, snippet_frames, stride, batch, threads))
     desc = todo[0][0].name if len(todo) == 1 else f"{len(todo)} videos"
-    with contextlib.closing(stream), tqdm(total=total, unit="clip", desc=desc) as bar, torch.inference_mode():
+    with contextlib.closing(stream), progress(total=total, unit="clip", desc=desc) as bar, torch.inference_mode():
         for video, out in todo:
             bar.set_postfix_str(video.name, refresh=False)
             with atomic_path(out) as tmp:
@@ -197,26 +198,43 @@ def write_index(annotations, folder, out, subsets=None, expect=None, allow_missi
     return stores
 
 
-def feature_sources(source):
-    """{name: loader} of published features: a folder of `<name>.npy` or one HDF5 file."""
-    source = Path(source)
-    if source.is_dir():
-        return {p.stem: (lambda p=p: np.load(p, mmap_mode="r")) for p in sorted(source.glob("*.npy"))}
-    if not source.is_file():
-        raise InputError(f"{source}: features not found (a folder of .npy files or an HDF5 file)")
-    import h5py
+# Where the features' steps are checked against their videos' durations, the share of videos
+# that may disagree (a few published videos are cut short) before the protocol is called wrong.
+DISAGREEING = 0.5
+FEATURE_KEYS = "fps, frames and stride of the dataset's features entry (--fps, --snippet-frames, --stride)"
 
-    try:
-        with h5py.File(source, "r") as f:
-            names = [name for name in f if isinstance(f[name], h5py.Dataset)]
-    except OSError as err:
-        raise InputError(f"{source}: not a readable HDF5 file ({err})") from None
 
-    def reader(name):
-        with h5py.File(source, "r") as f:
-            return f[name][()]
-
-    return {name: (lambda name=name: reader(name)) for name in names}
+def check_feature_shapes(source, shapes, database, snippet_frames, stride, fps=None):
+    """Check every video's features (`shapes`: {video: (steps, channels)}) before any is written:
+    2-D, one channel count, and as many steps as its duration gives at `fps` (each video's own
+    if None) under the snippet protocol. A few videos off are warnings; most of them off means
+    the protocol is wrong: one error saying which ratio was found. Returns {video: its fps}."""
+    channels, fps_of, off = None, {}, []
+    for video, shape in shapes.items():
+        where = f"{source}: {video}"
+        if len(shape) != 2 or not shape[0]:
+            raise InputError(f"{where}: features of shape {shape}, expected (snippets, channels)")
+        if channels is None:
+            channels = shape[1]
+        elif shape[1] != channels:
+            raise InputError(f"{where}: {shape[1]} channels, the videos before it have {channels}")
+        fps_of[video] = fps or database[video].get("fps")
+        if not fps_of[video]:
+            raise InputError(f"{where}: the annotations give no fps for it; give the features' ({FEATURE_KEYS})")
+        expected = snippet_count(round(database[video]["duration"] * fps_of[video]), snippet_frames, stride)
+        if abs(shape[0] - expected) > max(2, 0.05 * expected):
+            off.append((video, shape[0], expected))
+    for video, steps, expected in off:
+        log.warning("%s: %s has %d steps, but %.1f s at %g fps, %d frames, stride %d gives %d", source, video, steps,
+                    database[video]["duration"], fps_of[video], snippet_frames, stride, expected)
+    if shapes and len(off) > DISAGREEING * len(shapes):
+        ratio = float(np.median([steps / expected for _, steps, expected in off]))
+        video, steps, expected = off[0]
+        raise InputError(f"{source}: {len(off)} of {len(shapes)} videos have other step counts than their durations "
+                         f"give at {fps or 'their own'} fps, {snippet_frames} frames, stride {stride} (e.g. {video}: "
+                         f"{steps}, not {expected}; {ratio:.2f} times as many steps, as stride {stride / ratio:.3g} "
+                         f"would give): set the {FEATURE_KEYS}")
+    return fps_of
 
 
 def import_features(source, annotations, out_dir, index, name, snippet_frames=16, stride=4, fps=None,
@@ -227,9 +245,9 @@ def import_features(source, annotations, out_dir, index, name, snippet_frames=16
     sources = feature_sources(source)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)  # the stage's output, even if every video is skipped
-    found, absent, channels = {}, [], None
+    found, absent = {}, []
     for video, entry in database.items():
-        key = video if video in sources else entry.get("file") if entry.get("file") in sources else None
+        key = feature_key(video, entry, sources)
         if key is None:
             absent.append(video)
         else:
@@ -238,26 +256,15 @@ def import_features(source, annotations, out_dir, index, name, snippet_frames=16
         log.warning("%s: no features for %d video(s): %s", source, len(absent), ", ".join(absent))
         if missing == "error":
             raise InputError(f"{source}: no features for {len(absent)} of {len(database)} videos, e.g. "
-                             f"{', '.join(absent[:10])} (all listed above; --missing skip goes on without them)")
-    for video, key in tqdm(found.items(), unit="video", desc="import"):
-        features = np.asarray(sources[key]())
-        where = f"{source}: {key}"
-        if features.ndim != 2 or not features.shape[0]:
-            raise InputError(f"{where}: features of shape {features.shape}, expected (snippets, channels)")
-        if channels is None:
-            channels = features.shape[1]
-        elif features.shape[1] != channels:
-            raise InputError(f"{where}: {features.shape[1]} channels, the videos before it have {channels}")
-        video_fps = fps or database[video]["fps"]
-        if not video_fps:
-            raise InputError(f"{annotations}: no fps for {video}; give the features' fps (--fps)")
-        expected = snippet_count(round(database[video]["duration"] * video_fps), snippet_frames, stride)
-        if abs(features.shape[0] - expected) > max(2, 0.05 * expected):
-            log.warning("%s: %d snippets, but %.1f s at %g fps with stride %d gives %d: check fps and stride",
-                        where, features.shape[0], database[video]["duration"], video_fps, stride, expected)
-        write_store(out_dir / f"{video}.zarr", where, [-1], np.asarray(features, np.float32)[None],
+                             f"{', '.join(absent[:10])} (all listed above; set missing: skip in the dataset's "
+                             "config entry, or --missing skip, to go on without them)")
+    fps_of = check_feature_shapes(source, {video: sources[key].shape for video, key in found.items()}, database,
+                                  snippet_frames, stride, fps)
+    for video, key in progress(found.items(), unit="video", desc="import"):
+        features = np.asarray(sources[key].read())
+        write_store(out_dir / f"{video}.zarr", f"{source}: {key}", [-1], np.asarray(features, np.float32)[None],
                     backbone=name, preset="imported", identity=f"imported:{Path(source).name}",
-                    snippet_frames=snippet_frames, stride=stride, fps=video_fps, pixels=None,
+                    snippet_frames=snippet_frames, stride=stride, fps=fps_of[video], pixels=None,
                     precision=str(features.dtype), video=video, source_key=key)
     return write_index(annotations, out_dir, index, subsets, allow_missing=True)
 

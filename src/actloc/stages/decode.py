@@ -15,9 +15,9 @@ from pathlib import Path
 import av
 import ffmpeg
 import numpy as np
-from tqdm import tqdm
 
 from ..io import InputError, atomic_path, read_json, video_paths, write_json
+from ..progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def _run_with_progress(args, seconds, label):
     """Run an ffmpeg command that writes `-progress pipe:1`; return (exit code, stderr text)."""
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True)
-        with tqdm(total=round(seconds or 0, 1), unit="s", desc=label) as bar:
+        with progress(total=round(seconds or 0, 1), unit="s", desc=label) as bar:
             for line in proc.stdout:
                 if line.startswith("out_time_us=") and line[12:].strip().isdigit():
                     bar.update(round(min(int(line[12:]) / 1e6, bar.total) - bar.n, 1))
@@ -226,7 +226,7 @@ def normalize_all(videos, sources, out_dir, fps, short_side, threads=None, damag
     if len(videos) != len(sources):
         raise InputError(f"decode: {len(videos)} video names for {len(sources)} sources")
     out_dir, infos, written = Path(out_dir), {}, []
-    for video, source in zip(tqdm(videos, desc="decode", unit="video", disable=len(videos) < 2), sources):
+    for video, source in zip(progress(videos, desc="decode", unit="video", disable=len(videos) < 2), sources):
         out = out_dir / f"{video}.mp4"
         infos[video] = done(source, out, fps, short_side, damage)
         if infos[video] is None:

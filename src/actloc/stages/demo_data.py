@@ -7,10 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-from tqdm import tqdm
 
 from ..datasets.demo import FPS, HEIGHT, WIDTH, frames, ground_truth, plan, plan_named
 from ..io import InputError, atomic_path, read_json, write_json
+from ..progress import progress
 from .decode import ffmpeg_exe
 
 
@@ -54,7 +54,7 @@ def generate(out_dir, seed=0, n_train=192, n_test=32, min_seconds=20, max_second
     todo = [v for v in videos if not rendered(v, out_dir / f"{v.name}.mp4")]
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         jobs_done = pool.map(lambda v: render(v, out_dir / f"{v.name}.mp4"), todo)
-        list(tqdm(jobs_done, total=len(todo), desc="demo videos", unit="video", disable=len(todo) < 2))
+        list(progress(jobs_done, total=len(todo), desc="demo videos", unit="video", disable=len(todo) < 2))
     written = [path for v in todo for path in (out_dir / f"{v.name}.mp4", plan_path(out_dir / f"{v.name}.mp4"))]
     if not only:
         write_json(out_dir / "annotations.json", ground_truth(videos))

@@ -183,15 +183,25 @@ def summarize(per_class):
     return pd.DataFrame({"tiou": list(per_class.columns) + ["average"], "mAP": [*mean, mean.mean()]})
 
 
+def coverage(dataset, subset):
+    """{videos: the subset's videos evaluated, benchmark_videos: those and the ones the dataset
+    left out (annotations.json's left_out: not selected, or no source present)}."""
+    videos = sum(entry["subset"] == subset for entry in dataset["database"].values())
+    return {"videos": videos, "benchmark_videos": videos + len(dataset.get("left_out", {}).get(subset, []))}
+
+
 def run(annotations, predictions_path, subset, preset, out_map, out_per_class, unknown_labels="error",
         ties="official", ambiguous="count"):
-    """The `actloc evaluate` command: write map.csv and per_class.csv at full precision, return
-    the summary and the per-class table (classes sorted, with their average over thresholds)."""
+    """The `actloc evaluate` command: write map.csv (mAP per threshold and their average, with the
+    subset and how many of its videos were evaluated, of how many) and per_class.csv at full
+    precision; return the summary and the per-class table (classes sorted, with their average
+    over thresholds)."""
     if preset not in THRESHOLDS:
         raise InputError(f"unknown tIoU preset {preset!r}: expected one of {', '.join(THRESHOLDS)}")
-    per_class = evaluate(read_annotations(annotations), prediction_table(read_json(predictions_path), predictions_path),
+    dataset = read_annotations(annotations)
+    per_class = evaluate(dataset, prediction_table(read_json(predictions_path), predictions_path),
                          subset, THRESHOLDS[preset], unknown_labels, ties, predictions_path, ambiguous)
-    table = summarize(per_class)
+    table = summarize(per_class).assign(subset=subset, **coverage(dataset, subset))
     per_class = per_class.assign(average=per_class.mean(axis=1)).sort_index()
     write_text(out_per_class, per_class.to_csv())
     write_text(out_map, table.to_csv(index=False))

@@ -8,12 +8,12 @@ import logging
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from ..engine.device import resolve_device
 from .. import classifier as external
 from ..io import InputError, read_annotations, sha256, write_json
 from ..methods import detector
+from ..progress import progress
 from ..store import windows
 from ..store.stores import SHARED_ATTRS, StoreWriter, write_store
 from . import cache
@@ -76,7 +76,7 @@ def run(model_path, index, annotations, subset, out, device="auto", features=Non
                          "cache's); only a method that tunes the backbone (partial) writes them")
     identity = f"sha256:{sha256(model_path)[:16]}" if features else None
     results = {}
-    for video in tqdm(videos, desc=f"infer {saved['settings']['method']}", unit="video"):
+    for video in progress(videos, desc=f"infer {saved['settings']['method']}", unit="video"):
         results[video.name] = detect(net, video, classes, device)
         if classifier:
             results[video.name] = external.fuse(results[video.name], video_scores[video.name], labels,
