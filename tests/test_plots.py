@@ -49,13 +49,46 @@ def test_per_class_ap_draws_each_classs_average_ap_per_method(results):
     assert (results / "pc.png").read_bytes().startswith(PNG)
 
 
+def bars(axes):
+    """(start, width, bottom, height, colour) of each bar of a timeline panel."""
+    boxes = [(collection.get_paths()[0].get_extents(), tuple(collection.get_facecolor()[0]))
+             for collection in axes.collections]
+    return [(box.x0, box.width, box.y0, box.height, colour) for box, colour in boxes]
+
+
 def test_timelines_show_the_videos_with_most_actions_and_detections_above_the_score(results):
     figure = plots.timelines(["a", "b"], [results / "a.json", results / "b.json"], results / "annotations.json",
                              "testing", results / "t.png", videos=2)
-    assert [axes.get_title() for axes in figure.axes] == ["v2", "v1"]
+    panels = [axes for axes in figure.axes if axes.get_title(loc="left")]
+    assert [axes.get_title(loc="left") for axes in panels] == ["v2: 0-10 s of 10 s", "v1: 0-10 s of 10 s"]
     # One bar a segment: v2, three true and one of a's two detections; v1, two true and one of b's.
-    assert [len(axes.collections) for axes in figure.axes] == [4, 3]
+    assert [len(axes.collections) for axes in panels] == [4, 3]
+    (start, width, _, height, colour), = [bar for bar in bars(panels[1]) if bar[3] < 0.79]  # b's, at score 0.5
+    assert (start, width, height) == pytest.approx((1, 2, 0.8 * 0.5))
     assert (results / "t.png").read_bytes().startswith(PNG)
+
+
+def test_timelines_of_long_videos_show_a_window_and_distinct_class_colours(tmp_path):
+    """A 15-minute video of 5 s actions of 20 classes: a window of 40 s around the densest actions,
+    not the whole video; a colour per class shown, and the legend outside the panels."""
+    classes = [f"class {k:02d}" for k in range(20)]
+    actions = [{"segment": [10.0 + 7 * i, 15.0 + 7 * i], "label": classes[i % 20]} for i in range(120)]
+    database = {"long": {"subset": "testing", "duration": 900.0, "annotations": actions}}
+    (tmp_path / "a.json").write_text(json.dumps({"classes": classes, "database": database}))
+    found = [{"label": a["label"], "score": 0.9, "segment": a["segment"]} for a in actions]
+    (tmp_path / "d.json").write_text(json.dumps({"results": {"long": found}}))
+    figure = plots.timelines(["m"], [tmp_path / "d.json"], tmp_path / "a.json", "testing", tmp_path / "t.png")
+    panel = figure.axes[0]
+    low, high = panel.get_xlim()
+    assert high - low == 40 and panel.get_title(loc="left") == f"long: {low:.0f}-{high:.0f} s of 900 s"
+    shown = bars(panel)
+    truth = [bar for bar in shown if bar[3] == pytest.approx(0.8)][:len(shown) // 2]
+    assert len({bar[4] for bar in truth}) == len(truth) >= 5  # every class in view its own colour
+    legend, = figure.legends
+    assert legend.get_window_extent().x0 >= panel.get_window_extent().x1
+    assert sorted(text.get_text() for text in legend.get_texts()) == sorted({a["label"] for a in actions
+                                                                               if a["segment"][1] > low
+                                                                               and a["segment"][0] < high})
 
 
 def test_bad_inputs_are_clear_errors_naming_the_file(results):

@@ -100,6 +100,7 @@ def test_schema_fills_defaults_and_accepts_the_shipped_config():
     (lambda d: d["demo"]["decode"].update(fps=0), "0 is less than or equal to the minimum of 0"),
     (lambda d: d.update(bad={"type": "thumos14", "decode": {"fps": 30, "short_side": 224}, "backbone": "tiny"}),
      "'annotations' is a required property"),
+    (lambda d: d["demo"].update(missing="ignore"), "'ignore' is not one of ['error', 'skip']"),
     (lambda d: d["demo"].update(type="kinetics"), "dataset 'demo' has type 'kinetics', which is no dataset type"),
     (lambda d: d["demo"].update(backbone="vit-x"), "dataset 'demo' uses backbone 'vit-x', which is neither"),
     (lambda d: d["demo"].update(snippets={"frames": 15}), "15 is not a multiple of 2"),
@@ -109,8 +110,10 @@ def test_schema_fills_defaults_and_accepts_the_shipped_config():
     (lambda d: d["demo"]["decode"].update(damage="ignore"), "'ignore' is not one of ['error', 'warn']"),
     (lambda d: d["demo"]["train"].update(epochs=0), "0 is less than the minimum of 1"),
     (lambda d: d["demo"].update(methods=["lofy"]), "dataset 'demo' lists method 'lofy', which is not under methods"),
-    (lambda d: d.update(pub={**d["demo"], "features": {"pub": {"path": "p.h5"}}, "backbone": "pub"}),
-     "dataset 'pub' lists LoFi method 'lofi', which tunes the backbone on videos, but its backbone 'pub' is"),
+    (lambda d: d.update(pub={**d["demo"], "features": {"pub": {"path": "p.h5"}}, "backbone": "pub",
+                             "methods": ["lofi"]}),
+     "dataset 'pub' trains method 'lofi' (type lofi), which reads the decoded videos (it tunes the backbone), but "
+     "its backbone 'pub' is imported features"),
     (lambda d: d["demo"].update(head={"widht": 8}), "'widht' was unexpected"),
 ])
 def test_bad_config_fails_at_parse_time_naming_the_key(tmp_path, change, message):
@@ -234,19 +237,18 @@ def test_source_videos_found_by_file_name_and_missing_ones_named(tmp_path):
                         "out_of_range": "clip", "decode": {"fps": 30, "short_side": 224}, "backbone": "tiny"},
                 anet={"type": "activitynet", "annotations": "anet.json", "videos": "anet_videos",
                       "test_subset": "validation", "decode": {"fps": 5, "short_side": 32}, "backbone": "tiny"})
-    done = snakemake(tmp_path, "results/anet/videos.json", "results/thumos/annotations.json")
-    assert done.returncode == 0, done.stderr[-3000:]
+    log = tmp_path / "results/thumos/logs/annotations.log"
+    missing = snakemake(tmp_path, "results/anet/videos.json", "results/thumos/annotations.json")
+    assert missing.returncode != 0
+    assert "thumos_videos: no such folder, where the dataset's videos should be" in log.read_text()
+    (tmp_path / "thumos_videos").mkdir()
+    missing = snakemake(tmp_path, "results/anet/videos.json", "results/thumos/annotations.json")
+    assert missing.returncode != 0
+    assert ("thumos_videos: no source for 213 of the 213 videos of testing, training (first: video_test_0000004, "
+            in log.read_text())
+    assert "set missing: skip in the dataset's config entry" in log.read_text()
     assert json.loads((tmp_path / "results/anet/videos.json").read_text()).keys() == {"abc"}
     assert json.loads((tmp_path / "results/anet/videos.json").read_text())["abc"]["frames"] == 10
-    thumos = json.loads((tmp_path / "results/thumos/annotations.json").read_text())
-    assert len(thumos["database"]) == 413
-    missing = snakemake(tmp_path, "results/thumos/videos.json")
-    assert missing.returncode != 0
-    assert "reads its videos from thumos_videos/, which does not exist" in missing.stderr + missing.stdout
-    (tmp_path / "thumos_videos").mkdir()
-    missing = snakemake(tmp_path, "results/thumos/videos.json")
-    assert missing.returncode != 0 and "MissingInputException" in missing.stderr + missing.stdout
-    assert "thumos_videos/video_test_0000004.mp4" in missing.stderr + missing.stdout
 
 
 @pytest.mark.slow
@@ -258,27 +260,92 @@ def test_lint_and_format_are_clean():
     assert fmt.returncode == 0, fmt.stderr
 
 
+# THUMOS-14 videos among the shortest of each subset (their stated durations, 9-20 s), with actions.
+THUMOS_PRESENT = {"video_validation_0000190": 8.8, "video_validation_0000854": 16.8,
+                  "video_validation_0000986": 20.0666666666667, "video_test_0000062": 14.9333333333333,
+                  "video_test_0000698": 17.0, "video_test_0001433": 19.6}
+
+
+@pytest.mark.slow
+def test_thumos14_with_the_videos_present_evaluates_them_and_says_so(tmp_path):
+    """The official THUMOS-14 files, 6 of its 413 videos (generated at their stated durations), a
+    tiny checkpoint in the official key layout: the run takes the videos present, and its results
+    stand on the 3 test videos, say so, and equal the evaluator on those videos' ground truth."""
+    from test_backbone import official_state
+
+    from actloc.backbones.presets import PRESETS
+    from actloc.datasets import thumos14
+    from actloc.stages import evaluate
+
+    folder = tmp_path / "thumos_videos"
+    folder.mkdir()
+    for video, seconds in THUMOS_PRESENT.items():
+        run_ffmpeg("-f", "lavfi", "-i", f"testsrc2=s=64x48:r=10:d={seconds}", "-c:v", "libx264", "-preset",
+                   "ultrafast", folder / f"{video}.mp4")
+    torch.save(official_state(PRESETS["tiny"]), tmp_path / "vit_tiny_official.pth")
+    config = tiny_config(tmp_path, thumos={
+        "type": "thumos14", "annotations": str(THUMOS), "videos": "thumos_videos", "missing": "skip",
+        "out_of_range": "clip", "train_subset": "validation", "test_subset": "testing", "chunks": 2,
+        "decode": {"fps": 10, "short_side": 32}, "backbone": "official", "methods": ["head_only", "losa"],
+        "head": TINY_HEAD, "train": {"epochs": 2, "warmup_epochs": 1}})
+    config["backbones"]["official"] = {"preset": "tiny", "checkpoint": "vit_tiny_official.pth", "pixels": 32,
+                                       "layers": [2, 4], "batch": 4}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    done = snakemake(tmp_path, "results/thumos/map.csv")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = tmp_path / "results" / "thumos"
+    truth = json.loads((results / "annotations.json").read_text())
+    assert sorted(truth["database"]) == sorted(THUMOS_PRESENT)
+    assert {s: len(v) for s, v in truth["left_out"].items()} == {"validation": 197, "testing": 210}
+    assert "on 3 of the 213 testing videos" in (results / "map.md").read_text()
+    table = pd.read_csv(results / "map.csv")
+    assert table[["videos", "benchmark_videos"]].drop_duplicates().values.tolist() == [[3, 213]]
+    # Each method's mAP is the evaluator's on the ground truth of exactly the 3 test videos present.
+    official = thumos14.load(THUMOS, out_of_range="clip")
+    official["database"] = {v: e for v, e in official["database"].items() if v in THUMOS_PRESENT}
+    for method in ("head_only", "losa"):
+        detections = json.loads((results / method / "detections.json").read_text())
+        assert sorted(detections["results"]) == ["video_test_0000062", "video_test_0000698", "video_test_0001433"]
+        expected = evaluate.summarize(evaluate.evaluate(official, evaluate.prediction_table(detections), "testing",
+                                                        evaluate.THRESHOLDS["thumos"]))
+        assert pd.read_csv(results / method / "map.csv")["mAP"].tolist() == expected["mAP"].tolist()
+    # Another video put in the folder is taken by the next run: the annotations are made again.
+    shutil.copy(folder / "video_test_0000062.mp4", folder / "video_test_0000846.mp4")
+    assert "annotations" in planned_jobs(snakemake(tmp_path, "-n", "results/thumos/map.csv"))
+
+
 @pytest.mark.slow
 def test_imported_features_become_the_cache_without_videos(tmp_path):
     anet = {"database": {v: {"subset": "validation", "duration": 8.0, "fps": 4.0,
-                             "annotations": [{"segment": [0.5, 1.5], "label": "Run"}]} for v in ("a", "b")}}
+                             "annotations": [{"segment": [0.5, 1.5], "label": "Run"}]} for v in ("a", "b", "c")}}
     (tmp_path / "anet.json").write_text(json.dumps(anet))
-    with h5py.File(tmp_path / "feats.h5", "w") as f:
+    with h5py.File(tmp_path / "feats.h5", "w") as f:  # c has none
         f["v_a"], f["v_b"] = np.ones((8, 6)), np.zeros((8, 6))
-    tiny_config(tmp_path, anet={"type": "activitynet", "annotations": "anet.json", "videos": "none",
-                                "train_subset": "validation", "test_subset": "validation",
-                                "decode": {"fps": 4, "short_side": 32}, "backbone": "pub",
-                                "features": {"pub": {"path": "feats.h5"}}, "methods": ["head_only"],
-                                "head": TINY_HEAD, "train": {"epochs": 1, "warmup_epochs": 1}})
+    # No videos and no decode: the features' own frame rate and protocol (a step a second).
+    dataset = {"type": "activitynet", "annotations": "anet.json", "missing": "skip",
+               "train_subset": "validation", "test_subset": "validation", "backbone": "pub",
+               "features": {"pub": {"path": "feats.h5", "fps": 4, "frames": 4, "stride": 4}},
+               "methods": ["head_only"], "head": TINY_HEAD, "train": {"epochs": 1, "warmup_epochs": 1}}
+    tiny_config(tmp_path, anet=dataset)
     done = snakemake(tmp_path, "results/anet/map.csv")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rule decode" not in done.stdout + done.stderr and "rule backbone" not in done.stdout + done.stderr
     assert pd.read_csv(tmp_path / "results/anet/map.csv")["method"].tolist() == ["head_only"]
+    assert "on 2 of the 3 validation videos" in (tmp_path / "results/anet/map.md").read_text()
     stores = json.loads((tmp_path / "results/anet/cache/pub.json").read_text())["stores"]
     assert {v: s["snippets"] for v, s in stores.items()} == {"a": 8, "b": 8}
     store = open_cache(tmp_path / stores["a"]["path"],
-                             expect={"layers": [-1], "backbone": "pub", "identity": "imported:feats.h5"})
+                             expect={"layers": [-1], "backbone": "pub", "identity": "imported:feats.h5",
+                                     "fps": 4.0, "stride": 4, "snippet_frames": 4})
     assert store.read()["pooled"].sum() == 48
+    # LoSA on them is refused when the config is parsed, in one line naming what would work.
+    tiny_config(tmp_path, anet=dataset | {"methods": ["head_only", "losa"]})
+    done = snakemake(tmp_path, "-n", "results/anet/map.csv")
+    assert done.returncode != 0
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if "trains method 'losa'" in line]
+    assert len(lines) == 1 and lines[0].endswith("so make the dataset's backbone an entry of backbones"), \
+        done.stderr[-3000:]
+    assert "imported features are one layer without tokens and without videos: train head_only" in lines[0]
 
 
 @pytest.mark.slow
@@ -298,10 +365,9 @@ def test_activitynet_protocol_fixed_length_and_a_classifier_file_end_to_end(tmp_
     with h5py.File(tmp_path / "feats.h5", "w") as f:
         for name, feats in features.items():
             f[name] = feats
-    tiny_config(tmp_path, anet={"type": "activitynet", "annotations": "anet.json", "videos": "none",
+    tiny_config(tmp_path, anet={"type": "activitynet", "annotations": "anet.json",
                                 "train_subset": "training", "test_subset": "validation", "eval_preset": "activitynet",
-                                "decode": {"fps": 4, "short_side": 32}, "backbone": "pub",
-                                "snippets": {"frames": 4, "stride": 4},
+                                "backbone": "pub", "snippets": {"frames": 4, "stride": 4},
                                 "features": {"pub": {"path": "feats.h5"}}, "methods": ["head_only"],
                                 "classifier": {"path": "cuhk.json", "top_k": 2},
                                 "head": TINY_HEAD, "train": {"epochs": 2, "warmup_epochs": 1, "fixed_steps": 16}})

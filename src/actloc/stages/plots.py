@@ -1,6 +1,6 @@
 """Plots stage: a dataset's results as PNGs to paste into a paper. mAP against the tIoU threshold
 for every method, each class's AP per method, and detection timelines against the ground truth
-for a few test videos."""
+in a few windows of the test videos."""
 
 import matplotlib
 
@@ -8,12 +8,13 @@ matplotlib.use("Agg")  # files only: no display on a cluster node
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .evaluate import ground_truth_table, prediction_table  # noqa: E402
 from ..io import InputError, atomic_path, read_annotations, read_json  # noqa: E402
 
-COLOURS = plt.get_cmap("tab20").colors
+COLOURS = plt.get_cmap("tab10").colors  # methods
 
 
 def save(figure, out):
@@ -55,35 +56,103 @@ def per_class_ap(methods, per_class_csvs, out):
     return save(figure, out)
 
 
-def timelines(methods, detections_jsons, annotations, subset, out, videos=3, min_score=0.3):
-    """For the `videos` test videos with the most actions: the ground truth and, below it, each
-    method's detections scoring at least `min_score` (more opaque, higher score), coloured by class."""
+# Colours of maximal contrast (Kelly's list, grey and white left out), given to the classes a
+# figure shows, not to every class of the dataset: at 20 or 200 classes a timeline shows a few,
+# and those stay distinct. Each bar is labelled too, so a colour is never the only key.
+CLASS_COLOURS = ["#0067A5", "#F38400", "#008856", "#BE0032", "#875692", "#F3C300", "#882D17", "#A1CAF1",
+                 "#E68FAC", "#8DB600", "#604E97", "#F99379", "#C2B280", "#654522", "#DCD300", "#B3446C",
+                 "#2B3D26", "#E25822", "#F6A600"]
+
+
+def choose_windows(truth, durations, videos, seconds):
+    """Up to `videos` windows of `seconds` (a whole video if shorter), one per video: in each
+    video the window starting at an action that covers the most actions, the videos with the
+    fullest windows first. Returns [(video, start, end)]."""
+    best = []
+    for video, actions in truth.groupby("video", sort=True):
+        starts, ends = actions["start"].to_numpy(), actions["end"].to_numpy()
+        length = min(seconds, durations[video])
+        options = [(int(((ends > t) & (starts < t + length)).sum()), -t) for t in
+                   np.clip(starts - 0.05 * length, 0, max(durations[video] - length, 0))]
+        count, start = max(options)
+        best.append((-count, video, -start, -start + length))
+    return [(video, start, end) for _, video, start, end in sorted(best)[:videos]]
+
+
+def packed_rows(segments):
+    """A sub-row for each segment ((start, end) in order) so that none overlaps another of its row."""
+    ends, rows = [], []
+    for start, end in segments:
+        row = next((i for i, last in enumerate(ends) if last <= start), len(ends))
+        if row == len(ends):
+            ends.append(end)
+        else:
+            ends[row] = end
+        rows.append(row)
+    return rows
+
+
+def timelines(methods, detections_jsons, annotations, subset, out, videos=3, min_score=0.3, per_lane=8):
+    """Detections against the ground truth in `videos` windows of the test videos where actions
+    are densest (a window ~8 typical actions long, 20-120 s, so that a bar is never a pixel): a
+    lane of ground truth, then a lane per method with its `per_lane` best detections in the
+    window scoring at least `min_score`. Bars are coloured and labelled by class; a detection's
+    height and label give its score; ground truth is drawn full height with a black edge."""
     dataset = read_annotations(annotations)
     try:
         truth = ground_truth_table(dataset, subset)
     except InputError as err:
         raise InputError(f"{annotations}: {err}") from None
-    counts = truth.groupby("video").size().sort_index().sort_values(ascending=False, kind="stable")
-    chosen = list(counts.index[:videos])
-    classes = sorted(truth["label"].unique())
-    colour = {label: COLOURS[i % len(COLOURS)] for i, label in enumerate(classes)}
+    durations = {video: entry["duration"] or truth.loc[truth["video"] == video, "end"].max()
+                 for video, entry in dataset["database"].items() if video in set(truth["video"])}
+    seconds = float(np.clip(8 * (truth["end"] - truth["start"]).median(), 20, 120))
+    chosen = choose_windows(truth, durations, videos, seconds)
     found = {method: prediction_table(read_json(path), path) for method, path in zip(methods, detections_jsons)}
-    rows = ["ground truth", *methods]
-    figure, panels = plt.subplots(len(chosen), 1, figsize=(9, 0.5 + 0.4 * len(rows) * len(chosen)), squeeze=False)
-    for axes, video in zip(panels[:, 0], chosen):
-        lanes = [truth[truth["video"] == video].assign(score=1.0)]
-        lanes += [found[m][(found[m]["video"] == video) & (found[m]["score"] >= min_score)] for m in methods]
-        for lane, segments in enumerate(lanes):
-            for start, end, label, score in segments[["start", "end", "label", "score"]].itertuples(index=False):
-                axes.broken_barh([(start, end - start)], (lane - 0.4, 0.8), color=colour.get(label, "grey"),
-                                 alpha=max(0.15, score))
-        axes.set(title=video, xlim=(0, dataset["database"][video]["duration"]), ylim=(len(rows) - 0.5, -0.5),
-                 yticks=range(len(rows)), yticklabels=rows)
-        axes.title.set_fontsize("small")
-    panels[-1, 0].set_xlabel(f"seconds (detections scoring >= {min_score})")
-    handles = [Patch(color=colour[label], label=label) for label in classes]
-    figure.legend(handles=handles, loc="upper center", ncol=min(len(classes), 6), fontsize="small",
-                  bbox_to_anchor=(0.5, 1.0 + 0.25 / len(chosen)))
+    panels_lanes = []
+    for video, start, end in chosen:
+        lanes = [truth[(truth["video"] == video) & (truth["end"] > start) & (truth["start"] < end)].assign(score=1.0)]
+        for method in methods:
+            shown = found[method]
+            shown = shown[(shown["video"] == video) & (shown["score"] >= min_score) & (shown["end"] > start)
+                          & (shown["start"] < end)]
+            lanes.append(shown.sort_values("score", ascending=False, kind="stable").head(per_lane))
+        panels_lanes.append([lane.sort_values("start", kind="stable") for lane in lanes])
+    shown_classes = sorted({label for lanes in panels_lanes for lane in lanes for label in lane["label"]})
+    colour = {label: CLASS_COLOURS[i % len(CLASS_COLOURS)] for i, label in enumerate(shown_classes)}
+    names = ["ground truth", *methods]
+    heights = [sum(1 + max(packed_rows(zip(lane["start"], lane["end"])) or [0]) for lane in lanes) + 0.6 * len(lanes)
+               for lanes in panels_lanes]
+    figure, panels = plt.subplots(len(chosen), 1, figsize=(11, 1 + 0.42 * sum(heights)), squeeze=False,
+                                  gridspec_kw={"height_ratios": heights})
+    for axes, (video, start, end), lanes in zip(panels[:, 0], chosen, panels_lanes):
+        top, ticks = 0.0, []
+        for name, lane in zip(names, lanes):
+            rows = packed_rows(zip(lane["start"], lane["end"]))
+            depth = 1 + max(rows or [0])
+            ticks.append((top + depth / 2, name))
+            for (s, e, label, score), row in zip(lane[["start", "end", "label", "score"]].itertuples(index=False), rows):
+                is_truth = name == "ground truth"
+                height = 0.8 * (1.0 if is_truth else max(score, 0.1))
+                base = top + row + 0.9
+                axes.broken_barh([(s, e - s)], (base - height, height), color=colour[label],
+                                 edgecolor="black" if is_truth else "none", linewidth=1.2)
+                text = label if is_truth else f"{label} {score:.2f}"
+                if (min(e, end) - max(s, start)) > 0.009 * len(text) * (end - start):
+                    red, green, blue = matplotlib.colors.to_rgb(colour[label])
+                    dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.55
+                    axes.text(max(s, start) + 0.004 * (end - start), base - height / 2, text, fontsize=7,
+                              va="center", clip_on=True, color="white" if dark else "black")
+            top += depth + 0.6
+            axes.axhline(top - 0.3, color="0.85", linewidth=0.8)
+        axes.set(xlim=(start, end), ylim=(top - 0.3, 0), yticks=[y for y, _ in ticks],
+                 yticklabels=[name for _, name in ticks])
+        axes.set_title(f"{video}: {start:.0f}-{end:.0f} s of {durations[video]:.0f} s", fontsize="small", loc="left")
+        axes.grid(axis="x", alpha=0.3)
+    panels[-1, 0].set_xlabel(f"seconds; each method's {per_lane} best detections scoring >= {min_score}, "
+                             "bar height = score; ground truth outlined")
+    handles = [Patch(facecolor=colour[label], label=label) for label in shown_classes]
+    figure.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small",
+                  title="class", frameon=False)
     figure.tight_layout()
     return save(figure, out)
 
