@@ -282,9 +282,12 @@ def cmd_report(args):
         if not sep:
             raise InputError(f"report: --stage-a takes METHOD=PATH, not {pair!r}")
         stage_a[method] = path
-    table = report.run(args.methods, args.maps, args.summaries, args.out_csv, args.out_md, stage_a, args.protocol)
+    if (args.out_per_class or args.out_rst) and not args.per_class:
+        raise InputError("report: --out-per-class and --out-rst need each method's per_class.csv (--per-class)")
+    table = report.run(args.methods, args.maps, args.summaries, args.out_csv, args.out_md, stage_a, args.protocol,
+                       args.per_class, args.out_per_class, args.out_rst, args.name)
     print(report.markdown(table, args.protocol), end="")
-    return [args.out_csv, args.out_md]
+    return [path for path in (args.out_csv, args.out_md, args.out_per_class, args.out_rst) if path]
 
 
 def cmd_plots(args):
@@ -464,9 +467,13 @@ def parser():
     p.add_argument("--summaries", nargs="+", required=True, help="each method's train.json, in the same order")
     p.add_argument("--stage-a", nargs="+", metavar="METHOD=PATH", help="a LoFi method's stage A train.json")
     p.add_argument("--protocol", help="a line naming how the results were evaluated, printed under the table")
+    p.add_argument("--per-class", nargs="+", help="each method's per_class.csv, in the same order")
+    p.add_argument("--name", help="the dataset's name, the title of its section of the HTML report")
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
-    p.set_defaults(func=cmd_report, outputs=("out_csv", "out_md"))
+    p.add_argument("--out-per-class", help="CSV: each class's AP (%%) averaged over the thresholds, a column a method")
+    p.add_argument("--out-rst", help="the dataset's section of the HTML report (reStructuredText): both tables")
+    p.set_defaults(func=cmd_report, outputs=("out_csv", "out_md", "out_per_class", "out_rst"))
 
     p = sub.add_parser("plots", help="PNGs of a dataset's results: mAP vs tIoU, per-class AP, detection timelines")
     p.add_argument("--table", required=True, help="the dataset's map.csv written by actloc report")

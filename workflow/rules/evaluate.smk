@@ -4,13 +4,7 @@ rule evaluate:
         annotations="results/{ds}/annotations.json",
     output:
         map="results/{ds}/{method}/map.csv",
-        per_class=report(
-            "results/{ds}/{method}/per_class.csv",
-            caption="../report/per_class.rst",
-            category="{ds}",
-            subcategory="per-class AP",
-            labels={"method": "{method}"},
-        ),
+        per_class="results/{ds}/{method}/per_class.csv",
     log:
         "results/{ds}/logs/evaluate/{method}.log",
     conda:

@@ -1,6 +1,7 @@
 rule report:
     input:
         maps=per_method("map.csv"),
+        per_class=per_method("per_class.csv"),
         summaries=per_method("train.json"),
         stage_a=lambda wildcards: stage_a_summaries(wildcards).values(),
     output:
@@ -11,6 +12,14 @@ rule report:
             labels={"figure": "mAP table"},
         ),
         md="results/{ds}/map.md",
+        per_class=report(
+            "results/{ds}/per_class_ap.csv",
+            caption="../report/per_class.rst",
+            category="{ds}",
+            labels={"figure": "per-class AP table"},
+        ),
+        # The dataset's section of the report's first page (workflow/report/workflow.rst).
+        rst="results/{ds}/report.rst",
     log:
         "results/{ds}/logs/report.log",
     conda:
@@ -25,5 +34,6 @@ rule report:
         protocol=lambda wildcards: evaluation_protocol(dataset(wildcards)),
     shell:
         "actloc report --methods {params.methods} --maps {input.maps:q} --summaries {input.summaries:q}"
-        " {params.stage_a} --protocol {params.protocol:q}"
-        " --out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"
+        " --per-class {input.per_class:q} {params.stage_a} --protocol {params.protocol:q} --name {wildcards.ds:q}"
+        " --out-csv {output.csv:q} --out-md {output.md:q} --out-per-class {output.per_class:q}"
+        " --out-rst {output.rst:q} > {log:q} 2>&1"

@@ -54,35 +54,98 @@ def protocol_line(table, protocol=None):
     return f"{protocol} {note}" if protocol else note
 
 
-def markdown(table, protocol=None):
-    """A GitHub Markdown table: mAP to 2 decimals, parameters with thousands separators; the
-    `protocol` line under it, saying on how many videos where not all of the subset's."""
-    protocol = protocol_line(table, protocol)
-    table = table.drop(columns=[c for c in COVERAGE if c in table])
-    def cell(column, value):
-        if pd.isna(value):
-            return ""
-        if column.endswith("params"):
-            return f"{int(value):,}"
-        return f"{value:.2f}" if isinstance(value, float) else str(value)
+def cell(column, value):
+    """A table cell: mAP and the like to 2 decimals, parameters with thousands separators."""
+    if pd.isna(value):
+        return ""
+    if column.endswith("params"):
+        return f"{int(value):,}"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
 
+
+def shown(table):
+    """The table as a reader sees it: the coverage columns go into the protocol line."""
+    return table.drop(columns=[c for c in COVERAGE if c in table])
+
+
+def markdown(table, protocol=None):
+    """A GitHub Markdown table, cells as `cell` writes them; the `protocol` line under it, saying
+    on how many videos where not all of the subset's."""
+    protocol = protocol_line(table, protocol)
+    table = shown(table)
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(cell(c, v) for c, v in row.items()) + " |" for row in table.to_dict("records")]
     return "\n".join(lines + ([f"\n{protocol}"] if protocol else [])) + "\n"
 
 
-def run(methods, map_csvs, summaries, out_csv, out_md, stage_a=None, protocol=None):
+def per_class_table(methods, per_class_csvs):
+    """Each class's AP (%) averaged over the thresholds, a column per method, classes sorted."""
+    columns = {}
+    for method, path in zip(methods, per_class_csvs):
+        try:
+            columns[method] = 100 * pd.read_csv(path).set_index("class")["average"]
+        except (OSError, KeyError, pd.errors.ParserError) as err:
+            raise InputError(f"{path}: not a per_class.csv written by actloc evaluate ({err!r})") from None
+    return pd.DataFrame(columns).sort_index().rename_axis("class").reset_index()
+
+
+def rst_text(text):
+    """Text as reStructuredText shows it literally (`head_only` is no link target)."""
+    return "".join("\\" + c if c in "\\*`|_@" else c for c in str(text))
+
+
+def rst_table(table, title):
+    """A reStructuredText list-table, cells as `cell` writes them."""
+    lines = [f".. list-table:: {rst_text(title)}", "   :header-rows: 1", ""]
+    for row in [list(table.columns), *([cell(c, v) for c, v in row.items()] for row in table.to_dict("records"))]:
+        lines += [f"   * - {rst_text(row[0])}", *(f"     - {rst_text(value)}" for value in row[1:])]
+    return "\n".join(lines) + "\n"
+
+
+# Row names of the report page's table, a column per method (narrow enough for its text column).
+READABLE = {"avg": "mAP average", "trainable_params": "trainable parameters", "peak_memory_mb": "peak memory (MB)",
+            "train_minutes": "training (minutes)", "stage_a_params": "stage A parameters",
+            "stage_a_peak_memory_mb": "stage A peak memory (MB)", "stage_a_minutes": "stage A (minutes)"}
+
+
+def by_method(table):
+    """The table turned for the report page: a row per measure, a column per method."""
+    rows = [[READABLE.get(column, column.replace("mAP@", "mAP at tIoU ")),
+             *(cell(column, value) for value in table[column])] for column in shown(table).columns[1:]]
+    return pd.DataFrame(rows, columns=["", *table["method"]])
+
+
+def rst_section(name, table, per_class, protocol=None):
+    """The dataset's part of the HTML report's first page: its table (a column per method), the
+    protocol line, and each class's AP by method."""
+    line = protocol_line(table, protocol)
+    parts = [rst_text(name), "=" * len(rst_text(name)), "",
+             rst_table(by_method(table), "mAP (%), parameters, memory and time of each method")]
+    parts += [rst_text(line), ""] if line else []
+    parts += [rst_table(per_class, "AP (%) of each class, averaged over the tIoU thresholds")]
+    return "\n".join(parts) + "\n"
+
+
+def run(methods, map_csvs, summaries, out_csv, out_md, stage_a=None, protocol=None, per_class_csvs=None,
+        out_per_class=None, out_rst=None, name=None):
     """The `actloc report` command: the dataset's table from each method's outputs;
-    `stage_a` {method: stage A's train.json} for LoFi methods."""
+    `stage_a` {method: stage A's train.json} for LoFi methods. With `per_class_csvs` (each
+    method's), also the table of each class's AP by method (`out_per_class`) and the dataset's
+    section of the HTML report (`out_rst`, titled `name`)."""
     stage_a = stage_a or {}
-    if not len(methods) == len(map_csvs) == len(summaries):
-        raise InputError("report: give one map.csv and one train.json per method")
+    if not len(methods) == len(map_csvs) == len(summaries) == len(per_class_csvs or methods):
+        raise InputError("report: give one map.csv, one train.json (and one per_class.csv) per method")
     unknown = sorted(set(stage_a) - set(methods))
     if unknown:
         raise InputError(f"report: --stage-a names {', '.join(unknown)}, not among --methods")
     table = pd.DataFrame([method_row(*args, stage_a.get(args[0])) for args in zip(methods, map_csvs, summaries)])
     if stage_a:
         table["stage_a_params"] = table["stage_a_params"].astype("Int64")
+    per_class = per_class_table(methods, per_class_csvs) if per_class_csvs else None
     write_text(out_csv, table.to_csv(index=False))  # full precision; the Markdown table is rounded
     write_text(out_md, markdown(table, protocol))
+    if out_per_class:
+        write_text(out_per_class, per_class.to_csv(index=False))
+    if out_rst:
+        write_text(out_rst, rst_section(name or "results", table, per_class, protocol))
     return table
