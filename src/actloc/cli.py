@@ -89,9 +89,8 @@ def add_video_list_options(parser):
     parser.add_argument("--subsets", nargs="+", choices=datasets.SUBSETS, help="only these (default: all)")
 
 
-def add_model_input_options(parser):
-    parser.add_argument("--index", required=True, help="the cache index (results/{ds}/cache/{backbone}.json); "
-                                                        "train lofi: the decoded videos' (results/{ds}/videos.json)")
+def add_model_input_options(parser, index_help):
+    parser.add_argument("--index", required=True, help=index_help)
     parser.add_argument("--annotations", required=True, help="annotations.json of the dataset")
     parser.add_argument("--subset", required=True, choices=datasets.SUBSETS)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
@@ -431,10 +430,12 @@ def parser():
 
     p = sub.add_parser("train", help="train one method (adapters + head) against a dataset's cache, or LoFi's "
                                      "backbone and head end to end on its decoded videos")
-    add_model_input_options(p)
+    add_model_input_options(p, "the cache index (results/{ds}/cache/{backbone}.json); lofi: the decoded videos' "
+                               "index (results/{ds}/videos.json)")
     p.add_argument("--settings", required=True,
-                   help='JSON (or @file.json): {"method": "head_only"|"losa"|"lofi", "head": {...}, "losa": {...}, '
-                        '"lofi": {...}, "train": {...}}; what is left out takes its default')
+                   help='JSON (or @file.json): {"method": "head_only"|"losa"|"partial"|"lofi"|a module, "head": {...}, '
+                        '"losa": {...}, "partial": {...}, "lofi": {...}, "train": {...}}; what is left out takes its '
+                        'default')
     p.add_argument("--out-model", required=True,
                    help="model.pt: the EMA weights and settings; lofi: the tuned backbone's .pth")
     p.add_argument("--backbone", help="lofi: JSON of `actloc backbone` for the backbone to tune; partial: the one "
@@ -448,7 +449,8 @@ def parser():
     p.set_defaults(func=cmd_train, outputs=("out_model", "out_backbone", "out_log", "out_summary", "checkpoint"))
 
     p = sub.add_parser("infer", help="detections of a trained method on a subset, in seconds")
-    add_model_input_options(p)
+    add_model_input_options(p, "the cache index of the videos to detect in (results/{ds}/cache/{backbone}.json; "
+                               "a LoFi model: its tuned backbone's, results/{ds}/cache/{method}.json)")
     p.add_argument("--model", required=True, help="model.pt written by actloc train")
     p.add_argument("--out", required=True, help="detections.json (ActivityNet result form)")
     p.add_argument("--out-features", help="partial: also write each video's taps as the tuned upper blocks compute "
