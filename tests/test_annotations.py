@@ -1,6 +1,9 @@
 import json
 import logging
 
+import h5py
+import numpy as np
+
 import pytest
 
 from actloc import datasets
@@ -203,3 +206,46 @@ def test_unknown_type_and_policy():
         datasets.load("kinetics")
     with pytest.raises(InputError, match="out_of_range must be one of"):
         datasets.load("thumos14", source=THUMOS, out_of_range="drop")
+
+
+def official_thumos():
+    return thumos14.load(THUMOS, out_of_range="clip")
+
+
+def test_the_videos_present_are_kept_and_the_others_listed_as_left_out(tmp_path):
+    (tmp_path / "v").mkdir()
+    for name in ("video_test_0000004.mp4", "video_test_0000006.mkv", "video_validation_0000051.mp4"):
+        (tmp_path / "v" / name).touch()
+    kept = annotations.choose(official_thumos(), ["testing", "validation"], videos=tmp_path / "v", missing="skip")
+    assert sorted(kept["database"]) == ["video_test_0000004", "video_test_0000006", "video_validation_0000051"]
+    assert {s: len(v) for s, v in kept["left_out"].items()} == {"testing": 211, "validation": 199}
+    assert kept["classes"] == official_thumos()["classes"]  # the benchmark's classes, whatever is present
+    with pytest.raises(InputError) as caught:
+        annotations.choose(official_thumos(), ["testing", "validation"], videos=tmp_path / "v")
+    assert str(caught.value) == (
+        f"{tmp_path / 'v'}: no source for 410 of the 413 videos of testing, validation (first: video_test_0000007, "
+        "video_test_0000011, video_test_0000026, video_test_0000028, video_test_0000039); put them there, or set "
+        "missing: skip in the dataset's config entry (--missing skip) to use the 3 present, or list the videos to "
+        "use under select")
+    with pytest.raises(InputError, match="no such folder, where the dataset's videos should be"):
+        annotations.choose(official_thumos(), ["testing"], videos=tmp_path / "none")
+    # Only the subsets a run uses are asked for: the validation videos absent do not count.
+    only_test = annotations.choose(official_thumos(), ["testing"], select={"testing": ["video_test_0000004"]},
+                       videos=tmp_path / "v")
+    assert [v for v, e in only_test["database"].items() if e["subset"] == "testing"] == ["video_test_0000004"]
+    assert len(only_test["database"]) == 1 + 200 and len(only_test["left_out"]["testing"]) == 212
+
+
+def test_a_selection_must_name_videos_of_its_subset(tmp_path):
+    with pytest.raises(InputError, match="select.testing names 2 video\\(s\\) that are not testing videos of the "
+                                         "dataset: video_validation_0000051, nope"):
+        datasets.choose(official_thumos(), ["testing"], {"testing": ["video_validation_0000051", "nope"]})
+    full = datasets.choose(official_thumos(), ["testing", "validation"])
+    assert full["left_out"] == {} and full["database"] == official_thumos()["database"]
+
+
+def test_features_present_decide_as_videos_do(tmp_path):
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        f["video_test_0000004"] = np.zeros((3, 2))
+    kept = annotations.choose(official_thumos(), ["testing"], features=tmp_path / "f.h5", missing="skip")
+    assert [v for v, e in kept["database"].items() if e["subset"] == "testing"] == ["video_test_0000004"]

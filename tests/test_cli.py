@@ -28,6 +28,27 @@ def test_annotations_clip_writes_both_files(tmp_path):
     assert len((tmp_path / "c.txt").read_text().splitlines()) == 20
 
 
+def test_annotations_of_the_videos_present_and_of_a_selection(tmp_path):
+    (tmp_path / "v").mkdir()
+    for video in ("video_test_0000004", "video_test_0000006", "video_validation_0000051"):
+        (tmp_path / "v" / f"{video}.mp4").touch()
+    (tmp_path / "list.txt").write_text("video_test_0000006\n")
+    common = ["annotations", "--type", "thumos14", "--source", THUMOS, "--out-of-range", "clip", "--out", "a.json",
+              "--classes", "c.txt", "--subsets", "validation", "testing", "--videos", "v"]
+    done = actloc(*common, "--missing", "skip", "--select", "testing=@list.txt", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    written = json.loads((tmp_path / "a.json").read_text())
+    assert sorted(written["database"]) == ["video_test_0000006", "video_validation_0000051"]
+    assert {s: len(v) for s, v in written["left_out"].items()} == {"testing": 212, "validation": 199}
+    assert "testing: 212 videos left out" in done.stderr
+    done = actloc(*common, "--select", "testing=video_test_0000004,video_test_0000006", "--out", "b.json",
+                  cwd=tmp_path)
+    assert done.returncode == 1 and "no source for 199 of the 202 videos of validation, testing" in done.stderr
+    assert not (tmp_path / "b.json").exists()
+    done = actloc(*common, "--select", "test=video_test_0000004", cwd=tmp_path)
+    assert done.returncode == 1 and "--select takes SUBSET=VIDEO,VIDEO... or SUBSET=@FILE" in done.stderr
+
+
 def test_evaluate_prints_table_and_rejects_bad_predictions(tmp_path):
     gt = {"classes": ["a"], "database": {"v": {"subset": "testing", "annotations": [
         {"segment": [0, 10], "label": "a"}]}}}
@@ -107,6 +128,8 @@ def test_train_infer_and_report_commands(tmp_path, synthetic_dataset):
                   "--out-log", "log.csv", "--out-summary", "train.json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "model.pt: losa," in done.stderr and "train losa" in done.stderr  # the summary and the progress bar
+    assert "\r" not in done.stderr  # in a log, progress is lines, not carriage returns
+    assert "| 3/3 [" in done.stderr.splitlines()[-2]  # its last line: every step done
     done = actloc("infer", *common, "--model", "model.pt", "--out", "detections.json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert len(json.loads((tmp_path / "detections.json").read_text())["results"]) == 6
