@@ -15,6 +15,7 @@ localrules:
     annotations,
     decode_index,
     cache_index,
+    detect_index,
     evaluate,
     report,
     plots,
@@ -35,10 +36,10 @@ include: "workflow/rules/infer.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/plots.smk"
+include: "workflow/rules/detect.smk"
 
 
 rule all:
     default_target: True
     input:
-        expand("results/{ds}/map.csv", ds=config["targets"]),
-        expand("results/{ds}/plots/timelines.png", ds=config["targets"]),
+        [path for ds in config["targets"] for path in target_files(ds)],

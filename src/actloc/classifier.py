@@ -21,6 +21,15 @@ COMBINE = {"product": lambda proposal, label: proposal * label,
 ACTIONNESS = "action"  # the one class of a head trained for actionness
 
 
+def class_names(path):
+    """The class names of a classifier file, in its order."""
+    raw = read_json(path, ("results",), "a video-level classifier file")
+    names = raw.get("class", raw.get("classes"))
+    if not isinstance(names, list):
+        raise InputError(f"{path}: not a video-level classifier file: no 'class' or 'classes' list of names")
+    return [str(name) for name in names]
+
+
 def load(path, videos, classes):
     """{video: scores of `classes`, in their order} for every one of `videos` from the file
     `path`; one InputError naming it if it is not such a file, lacks a class or a video, or

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from . import datasets, provenance
-from .io import InputError, read_json, write_json
+from .io import InputError, PartlyDone, read_json, write_json
 
 log = logging.getLogger("actloc")
 
@@ -272,6 +272,32 @@ def cmd_infer(args):
     return [args.out] + ([args.out_features, f"{args.out_features}.json"] if args.out_features else [])
 
 
+def cmd_detect(args):
+    from .stages import detect
+
+    classifier = args.classifier and {"path": args.classifier, "top_k": args.classifier_top_k,
+                                      "combine": args.combine}
+    results, failed, written = detect.run(args.videos, args.model, args.out_dir, args.backbone, args.cache_dir,
+                                          args.keep_cache, args.top_k, args.min_score, classifier, args.device,
+                                          args.threads, args.batch, args.fps, args.short_side, args.damage)
+    for video, found in results.items():
+        log.info("%s: %d detections, the best %s", video, len(found),
+                 f"{found[0]['label']} {found[0]['score']:.2f} at {found[0]['segment']}" if found else "none")
+    written += write_manifest(args.manifest, {video: str(Path(args.out_dir) / f"{video}.json") for video in results})
+    if failed:
+        raise PartlyDone(f"{len(failed)} of {len(failed) + len(results)} videos could not be read (each named "
+                         f"above): {', '.join(failed)}; the other {len(results)} are in {args.out_dir}", written)
+    return written
+
+
+def cmd_detect_index(args):
+    from .stages import detect
+
+    count = detect.merge(args.manifests, args.out)
+    log.info("%s: detections of %d videos", args.out, count)
+    return [args.out]
+
+
 def cmd_report(args):
     from .stages import report
 
@@ -463,6 +489,40 @@ def parser():
                    help="score = the square root of proposal x class score (ActionFormer, OpenTAD), or the product")
     p.set_defaults(func=cmd_infer, outputs=("out", "out_features"))
 
+    p = sub.add_parser("detect", help="a trained model's detections in videos of your own: each decoded and cached "
+                                      "as the model's dataset was, then detected in; a JSON, CSV and PNG per video")
+    p.add_argument("videos", nargs="+", help="video files, or folders of them")
+    p.add_argument("--model", required=True, help="model.pt written by actloc train (results/{ds}/{method}/model.pt)")
+    p.add_argument("--out-dir", required=True, help="writes <video>.json (ActivityNet result form), .csv and .png here")
+    p.add_argument("--backbone", help="JSON of `actloc backbone` that built the model's cache (default: found beside "
+                                      "the model's results, results/backbones/<name>.json); another is refused")
+    p.add_argument("--cache-dir", help="decoded videos and stores, kept for a rerun (default OUT_DIR/cache)")
+    p.add_argument("--keep-cache", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep the decoded videos and stores for a rerun (default), or delete them at the end")
+    p.add_argument("--top-k", type=at_least(1), help="at most this many detections a video (default: the model's "
+                                                      "max_segments)")
+    p.add_argument("--min-score", type=positive_number, help="only detections scoring at least this")
+    p.add_argument("--classifier", help="a model trained for actionness: the video-level classifier file whose top "
+                                        "classes label each proposal (as infer --classifier)")
+    p.add_argument("--classifier-top-k", type=at_least(1), default=2, help="classes each proposal is given (2)")
+    p.add_argument("--combine", default="sqrt", choices=["sqrt", "product"],
+                   help="score = the square root of proposal x class score, or the product")
+    p.add_argument("--fps", type=positive_number, help="decode frame rate (default: the one the model records)")
+    p.add_argument("--short-side", type=even_size, help="decode short side (default: the one the model records)")
+    p.add_argument("--damage", default="error", choices=["error", "warn"], help="a damaged video: skip it naming it, "
+                                                                                 "or detect in what can be read")
+    p.add_argument("--batch", type=at_least(1), default=8, help="snippets per forward pass of the backbone")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", type=at_least(1), help="CPU threads for PyTorch and ffmpeg")
+    add_manifest_option(p)
+    p.set_defaults(func=cmd_detect, outputs=("out_dir", "manifest"))
+
+    p = sub.add_parser("detect-index", help="gather detect's per-video JSONs (listed by its manifests) into one "
+                                            "detections.json (ActivityNet result form)")
+    p.add_argument("manifests", nargs="+", help="manifests written by actloc detect --manifest")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_detect_index, outputs=("out",))
+
     p = sub.add_parser("report", help="one table of every method's mAP, parameters, memory and time")
     p.add_argument("--methods", nargs="+", required=True)
     p.add_argument("--maps", nargs="+", required=True, help="each method's map.csv, in the same order")
@@ -508,7 +568,7 @@ def parser():
     return top
 
 
-POSITIONAL = ("sources", "videos", "source")
+POSITIONAL = ("sources", "videos", "source", "manifests")
 
 
 def option_name(dest):
@@ -567,6 +627,8 @@ def main(argv=None):
         outputs = args.func(args)
         provenance.write(args.command, argv[1:], settings_of(args), outputs)
     except InputError as err:
+        if isinstance(err, PartlyDone):
+            provenance.write(args.command, argv[1:], settings_of(args), err.outputs)
         print(f"actloc {args.command}: error: {err}", file=sys.stderr)
         return 1
     return 0

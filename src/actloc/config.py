@@ -75,6 +75,8 @@ def check_dataset(config, ds, d):
     if not datasets.exists(d["type"]):
         raise ConfigError(f"{where} has type {d['type']!r}, which is no dataset type (no module "
                           f"actloc.datasets.{d['type']})")
+    if d["type"] == "videos":
+        return check_detect_dataset(config, ds, d)
     features = d.get("features", {})
     if d["backbone"] not in list(config["backbones"]) + list(features):
         raise ConfigError(f"{where} uses backbone {d['backbone']!r}, which is neither under backbones nor under "
@@ -127,6 +129,21 @@ def cache_holds(entry):
     return {"layers": "every tapped layer", "temporal": entry["temporal"], "tokens": "tokens" in entry, "videos": True}
 
 
+def check_detect_dataset(config, ds, d):
+    """A folder of videos that the methods trained on dataset `model` detect actions in."""
+    where = f"config.yaml: dataset {ds!r}"
+    model = config["datasets"].get(d["model"])
+    if model is None or model["type"] == "videos":
+        raise ConfigError(f"{where} takes its models from dataset {d['model']!r}, which is no dataset with "
+                          "annotations under datasets")
+    for method in d["methods"]:
+        if method not in config["methods"]:
+            raise ConfigError(f"{where} lists method {method!r}, which is not under methods")
+    if imported(model):
+        raise ConfigError(f"{where} takes its models from dataset {d['model']!r}, trained on imported features, "
+                          "which nothing here computes from a video: train the model on a backbone's cache")
+
+
 # What a cache may lack, in words, and the backbone setting that adds it.
 LACKS = {"videos": ("videos", None), "temporal": ("temporal tokens", "temporal: true"),
          "tokens": ("block tokens", "tokens: {}")}
@@ -153,14 +170,17 @@ def check_reads(where, method, kind, backbone, entry):
 
 def method_settings(config, dataset, method):
     """`actloc train --settings` from config.yaml: the method's type and own settings, the
-    dataset's head, and the dataset's training settings overridden by the method's. A LoFi
+    dataset's head and decode settings, and the dataset's training settings overridden by the
+    method's. A LoFi
     method's head trains on its tuned backbone's cache exactly as head_only (stage B)."""
     entry, data_entry = config["methods"][method], config["datasets"][dataset]
     kind = "head_only" if entry["type"] == "lofi" else entry["type"]
     name = kind.rsplit(".", 1)[-1]  # a method's own entry is named after it
     own = {name: entry[name]} if name in entry else {}
     actionness = {"actionness": True} if "classifier" in data_entry else {}  # a classifier labels the actions
-    return {"method": kind, "head": data_entry.get("head", {}), **own,
+    # How the videos were decoded, which the model records for `actloc detect` to decode new ones alike.
+    decode = {} if imported(data_entry) else {"decode": {key: data_entry["decode"][key] for key in ("fps", "short_side")}}
+    return {"method": kind, "head": data_entry.get("head", {}), **own, **decode,
             "train": {**data_entry.get("train", {}), **entry.get("train", {}), **actionness}}
 
 
@@ -190,7 +210,7 @@ def subsets(dataset):
 
 def imported(dataset):
     """The dataset's imported features entry that its methods train on, or None."""
-    return dataset.get("features", {}).get(dataset["backbone"])
+    return dataset.get("features", {}).get(dataset.get("backbone"))
 
 
 def sources(dataset):
@@ -209,6 +229,8 @@ def annotation_options(dataset):
     """`actloc annotations` options of a dataset entry (its --type aside)."""
     if dataset["type"] == "demo":
         return demo_options(dataset)
+    if dataset["type"] == "videos":
+        return shlex.join(["--source", dataset["videos"]])
     args = ["--source", dataset["annotations"], "--out-of-range", dataset["out_of_range"],
             "--subsets", *subsets(dataset), *sources(dataset), "--missing", dataset["missing"]]
     args += ["--select", *selection(dataset)] if "select" in dataset else []

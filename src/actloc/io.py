@@ -18,6 +18,15 @@ class InputError(Exception):
     """Bad user input: the message names the file and what is wrong with it."""
 
 
+class PartlyDone(InputError):
+    """A command that wrote some of its outputs (`outputs`) and failed on some inputs: they get
+    their records, and the command still exits non-zero with this message."""
+
+    def __init__(self, message, outputs):
+        super().__init__(message)
+        self.outputs = outputs
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.

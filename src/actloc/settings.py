@@ -162,7 +162,9 @@ def method_config(settings):
 
 def full_settings(settings):
     """A method's settings with every default written out (what its outputs record): method,
-    head, train and the method's own entry; an InputError naming what is wrong."""
+    head, train, the method's own entry and, where given, how its dataset's videos were decoded
+    (`decode`: {fps, short_side}, which `actloc detect` decodes new videos with); an InputError
+    naming what is wrong."""
     try:
         spec = get_method(settings.get("method"))
         full = {"method": settings["method"], "head": asdict(head_config(settings.get("head", {}))),
@@ -170,4 +172,8 @@ def full_settings(settings):
         own = method_config(settings)
     except (TypeError, ValueError) as err:  # unknown keys are TypeErrors of the dataclasses
         raise InputError(f"training settings: {err}") from None
-    return full | ({spec.name: asdict(own)} if own else {})
+    decode = settings.get("decode")
+    if decode is not None and not (isinstance(decode, dict) and set(decode) == {"fps", "short_side"}):
+        raise InputError(f"training settings: decode must be {{fps, short_side}} (how the videos were decoded), "
+                         f"got {decode!r}")
+    return full | ({spec.name: asdict(own)} if own else {}) | ({"decode": dict(decode)} if decode else {})

@@ -1,6 +1,8 @@
 def annotation_sources(wildcards):
     d = dataset(wildcards)
-    selected = [names for names in d.get("select", {}).values() if isinstance(names, str)]
+    selected = [
+        names for names in d.get("select", {}).values() if isinstance(names, str)
+    ]
     if d["type"] == "thumos14":
         return selected + sorted(
             str(p) for p in Path(d["annotations"]).glob("annotations_*/*.txt")
@@ -9,12 +11,13 @@ def annotation_sources(wildcards):
 
 
 def sources_present(wildcards):
-    """With missing: skip, a digest of what the sources' folder (or file) holds: adding or
-    removing a video reruns the annotations, so that the run takes what is there now."""
+    """With missing: skip (or for a folder of videos), a digest of what the sources' folder (or
+    file) holds: adding or removing a video reruns the annotations, so that the run takes what
+    is there now."""
     d = dataset(wildcards)
-    if d["type"] == "demo" or d["missing"] != "skip":
+    if d["type"] == "demo" or (d["missing"] != "skip" and d["type"] != "videos"):
         return ""
-    path = Path(sources(d)[1])
+    path = Path(d["videos"] if d["type"] == "videos" else sources(d)[1])
     if not path.exists():
         return "absent"  # the annotations job says so
     listing = sorted(os.listdir(path)) if path.is_dir() else [path.stat().st_mtime_ns]

@@ -48,6 +48,8 @@ except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
 DEMO_DATASETS = [ds for ds, d in config["datasets"].items() if d["type"] == "demo"]
+# Folders of unannotated videos that another dataset's trained methods detect actions in.
+DETECT_DATASETS = [ds for ds, d in config["datasets"].items() if d["type"] == "videos"]
 BACKBONES = list(config["backbones"])
 # Published features imported as caches, named per dataset under `features`.
 IMPORTED = imported_features(config)
@@ -241,3 +243,29 @@ GPU = 1 if config["device"].startswith("cuda") else 0
 def memory(mb):
     """mem_mb: `mb` MB, or `mb(wildcards)` MB, times the attempt number."""
     return lambda wildcards, attempt: (mb(wildcards) if callable(mb) else mb) * attempt
+
+
+def detect_model(wildcards):
+    """The model.pt of the method trained on a videos dataset's `model` dataset."""
+    return f"results/{dataset(wildcards)['model']}/{wildcards.method}/model.pt"
+
+
+def detect_backbone(wildcards):
+    """The backbone JSON that built that model's cache: LoFi's tuned one, else its dataset's."""
+    model = dataset(wildcards)["model"]
+    if wildcards.method in LOFI:
+        return f"results/{model}/{wildcards.method}/backbone.json"
+    return f"results/backbones/{config['datasets'][model]['backbone']}.json"
+
+
+def detect_backbone_entry(wildcards):
+    """The config entry of the backbone that built that model's cache."""
+    return config["backbones"][config["datasets"][dataset(wildcards)["model"]]["backbone"]]
+
+
+def target_files(ds):
+    """What a plain run builds of dataset `ds`: its table and plots, or, for a folder of
+    videos, every method's detections."""
+    if ds in DETECT_DATASETS:
+        return [f"results/{ds}/{method}/detections.json" for method in config["datasets"][ds]["methods"]]
+    return [f"results/{ds}/map.csv", f"results/{ds}/plots/timelines.png"]

@@ -157,6 +157,28 @@ def timelines(methods, detections_jsons, annotations, subset, out, videos=3, min
     return save(figure, out)
 
 
+def video_timeline(video, detections, duration, out, min_score=0.1, classes=8):
+    """One video's detections over its whole length (no ground truth): a lane per class, the
+    `classes` best-scoring classes, bars scoring at least `min_score`, height = score."""
+    found = pd.DataFrame([(d["segment"][0], d["segment"][1], d["label"], d["score"]) for d in detections
+                          if d["score"] >= min_score], columns=["start", "end", "label", "score"])
+    best = found.groupby("label")["score"].max().sort_values(ascending=False, kind="stable")
+    shown = list(best.index[:classes])
+    figure, axes = plt.subplots(figsize=(11, 1.2 + 0.45 * max(len(shown), 1)))
+    for lane, label in enumerate(shown):
+        colour = CLASS_COLOURS[lane % len(CLASS_COLOURS)]
+        for start, end, score in found.loc[found["label"] == label, ["start", "end", "score"]].itertuples(index=False):
+            axes.broken_barh([(start, end - start)], (lane + 0.4 - 0.8 * score, 0.8 * score), color=colour, alpha=0.9)
+    axes.set(xlim=(0, duration), ylim=(max(len(shown), 1) - 0.5, -0.5), yticks=range(len(shown)), yticklabels=shown,
+             xlabel=f"seconds; detections scoring >= {min_score}, bar height = score"
+                    + (f"; the {classes} best classes of {len(best)}" if len(best) > classes else ""))
+    axes.set_title(f"{video}: {len(found)} detections" if shown else f"{video}: no detection scoring >= {min_score}",
+                   fontsize="small", loc="left")
+    axes.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    return save(figure, out)
+
+
 def run(report_csv, methods, per_class_csvs, detections_jsons, annotations, subset, out_map, out_per_class,
         out_timelines):
     """The `actloc plots` command."""

@@ -1,0 +1,27 @@
+"""A folder of videos without annotations: what a trained model detects actions in
+(`actloc detect`, the workflow's detect target). Every video is a testing video with no
+ground truth; its duration is what decoding finds."""
+
+from pathlib import Path
+
+from ..io import VIDEO_SUFFIXES, InputError
+
+# A model trained on another dataset detects here (config.yaml's `model`): it has no classes of its own.
+SUBSET = "testing"
+
+
+def load(source, out_of_range="error"):
+    """The videos in the folder `source` (by file name, one per stem)."""
+    folder = Path(source)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder of videos")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+    if not files:
+        raise InputError(f"{folder}: no video in it ({', '.join(VIDEO_SUFFIXES)})")
+    database = {}
+    for file in files:
+        if file.stem in database:
+            raise InputError(f"{file}: a second video named {file.stem} in {folder}; outputs are named after the video")
+        database[file.stem] = {"subset": SUBSET, "duration": None, "fps": None, "file": file.stem, "annotations": [],
+                               "ambiguous": []}
+    return {"classes": [], "database": database}
