@@ -16,6 +16,8 @@ localrules:
     decode_index,
     cache_index,
     detect_index,
+    view,
+    views,
     evaluate,
     report,
     plots,
@@ -37,6 +39,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/plots.smk"
 include: "workflow/rules/detect.smk"
+include: "workflow/rules/view.smk"
 
 
 rule all:

@@ -298,6 +298,15 @@ def cmd_detect_index(args):
     return [args.out]
 
 
+def cmd_view(args):
+    from .stages import view
+
+    count = view.run(args.detections, args.videos, args.out, args.annotations, args.subset, args.preset,
+                     args.min_score, args.title)
+    log.info("%s: %d videos", args.out, count)
+    return [args.out]
+
+
 def cmd_report(args):
     from .stages import report
 
@@ -522,6 +531,19 @@ def parser():
     p.add_argument("manifests", nargs="+", help="manifests written by actloc detect --manifest")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_detect_index, outputs=("out",))
+
+    p = sub.add_parser("view", help="one HTML page to look at detections: each video playing above its timeline "
+                                    "of ground truth and detections; click a segment to seek to it")
+    p.add_argument("--detections", required=True, help="detections.json (ActivityNet result form)")
+    p.add_argument("--videos", required=True, help="folder of the decoded videos (<video>.mp4), linked, not copied")
+    p.add_argument("--annotations", help="annotations.json: the ground truth shown, and the errors to step through")
+    p.add_argument("--subset", default="testing", choices=datasets.SUBSETS, help="with --annotations: its videos")
+    p.add_argument("--preset", default="thumos", help="tIoU thresholds offered: thumos 0.3:0.1:0.7, activitynet "
+                                                      "0.5:0.05:0.95")
+    p.add_argument("--min-score", type=at_least(0.0, float), default=0.1, help="the score filter's start (0.1)")
+    p.add_argument("--title", help="the page's title (default: the method's folder and the file)")
+    p.add_argument("--out", required=True, help="the page (.html)")
+    p.set_defaults(func=cmd_view, outputs=("out",))
 
     p = sub.add_parser("report", help="one table of every method's mAP, parameters, memory and time")
     p.add_argument("--methods", nargs="+", required=True)

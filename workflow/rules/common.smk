@@ -21,6 +21,7 @@ from actloc.config import (
     demo_options,
     evaluation_protocol,
     import_options,
+    imported,
     imported_features,
     lofi_methods,
     lofi_settings,
@@ -260,12 +261,49 @@ def detect_backbone(wildcards):
 
 def detect_backbone_entry(wildcards):
     """The config entry of the backbone that built that model's cache."""
-    return config["backbones"][config["datasets"][dataset(wildcards)["model"]]["backbone"]]
+    return config["backbones"][
+        config["datasets"][dataset(wildcards)["model"]]["backbone"]
+    ]
 
 
 def target_files(ds):
     """What a plain run builds of dataset `ds`: its table and plots, or, for a folder of
     videos, every method's detections."""
     if ds in DETECT_DATASETS:
-        return [f"results/{ds}/{method}/detections.json" for method in config["datasets"][ds]["methods"]]
+        return [
+            f"results/{ds}/{method}/detections.json"
+            for method in config["datasets"][ds]["methods"]
+        ]
     return [f"results/{ds}/map.csv", f"results/{ds}/plots/timelines.png"]
+
+
+def decoded_index(wildcards):
+    """The decoded videos a view page links to: the dataset's decode index, where it has one."""
+    d = dataset(wildcards)
+    if d["type"] == "videos" or imported(d):
+        return []
+    return f"results/{wildcards.ds}/videos.json"
+
+
+def view_videos_folder(wildcards):
+    """Where a view page finds the decoded videos: the dataset's, or a detect folder's cache."""
+    if wildcards.ds in DETECT_DATASETS:
+        return f"results/{wildcards.ds}/{wildcards.method}/detect/cache/videos"
+    return f"results/{wildcards.ds}/videos"
+
+
+def view_args(wildcards):
+    """`actloc view`'s ground truth options: the test subset's, for a dataset with annotations."""
+    d = dataset(wildcards)
+    if d["type"] == "videos":
+        return ""
+    return shlex.join(
+        [
+            "--annotations",
+            f"results/{wildcards.ds}/annotations.json",
+            "--subset",
+            d["test_subset"],
+            "--preset",
+            d["eval_preset"],
+        ]
+    )
