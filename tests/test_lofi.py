@@ -212,7 +212,34 @@ def test_stage_b_caches_the_tuned_backbone_under_its_own_hash(stage_a, decoded, 
     lofi.save_backbone(tmp_path / "again.pth", videomae.load("tiny", out / "backbone.pth")[0], {"base": "random:0"})
     lofi.save_backbone(tmp_path / "twice.pth", videomae.load("tiny", out / "backbone.pth")[0], {"base": "random:0"})
     assert backbone.sha256(tmp_path / "again.pth") == backbone.sha256(tmp_path / "twice.pth")
-    assert not (out / "backbone.pth").with_name("stage_a_checkpoint.pt").exists()
+
+
+def test_stage_a_killed_in_its_last_epoch_resumes_to_the_same_tuned_backbone(stage_a, decoded, tmp_path, monkeypatch):
+    out, _, _ = stage_a
+    index, annotations, base = decoded
+    checkpoint, read, calls = tmp_path / "stage_a_checkpoint.pt", lofi.clips_of, []
+
+    def dies_in_epoch_three(*args):
+        calls.append(1)
+        if len(calls) == 2 + 2 * 2 + 1:  # 2 videos: the statistics, epochs 1 and 2, then epoch 3's first
+            raise KeyboardInterrupt
+        return read(*args)
+
+    def run():
+        return lofi.train_stage_a(index, annotations, "training", settings(), base, "tuned", tmp_path / "backbone.pth",
+                                  tmp_path / "backbone.json", tmp_path / "log.csv", tmp_path / "stage_a.json",
+                                  checkpoint_path=checkpoint, device="cpu")
+
+    monkeypatch.setattr(lofi, "clips_of", dies_in_epoch_three)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    assert len(torch.load(checkpoint, weights_only=True)["log"]) == 2 and not (tmp_path / "backbone.pth").exists()
+    calls.clear()
+    monkeypatch.setattr(lofi, "clips_of", lambda *args: calls.append(1) or read(*args))
+    run()
+    assert len(calls) == 2 + 2  # the statistics, then epoch 3 alone: resumed, not run again
+    assert (tmp_path / "backbone.pth").read_bytes() == (out / "backbone.pth").read_bytes()
+    assert not checkpoint.exists()
 
 
 def test_bad_lofi_settings_are_clear_errors():

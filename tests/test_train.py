@@ -1,5 +1,3 @@
-import math
-
 import pandas as pd
 import pytest
 import torch
@@ -155,9 +153,21 @@ def test_reruns_are_identical_and_an_interrupted_training_resumes_to_the_same_we
     assert not checkpoint.exists()
     log = pd.read_csv(resumed / "train_log.csv")
     assert list(log["epoch"]) == list(range(1, 7))
-    # A checkpoint of other settings is not resumed from.
-    run_training(tmp_path / "4", synthetic_dataset, checkpoint=checkpoint, epochs=1)
-    assert math.isfinite(pd.read_csv(tmp_path / "4" / "head_only" / "train_log.csv")["loss"].iloc[-1])
+    # A checkpoint of other settings (4 epochs, killed in the fourth) is kept, but not resumed from:
+    # a training of 1 epoch starts afresh, its log at epoch 1, its weights a fresh run's.
+    calls.clear()
+    monkeypatch.setattr(windows, "collate", dies_in_epoch_four)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(tmp_path / "4", synthetic_dataset, checkpoint=checkpoint, epochs=4)
+    monkeypatch.setattr(windows, "collate", collate)
+    assert len(torch.load(checkpoint, weights_only=True)["log"]) == 3
+    other, _ = run_training(tmp_path / "4", synthetic_dataset, checkpoint=checkpoint, epochs=1)
+    fresh, _ = run_training(tmp_path / "5", synthetic_dataset, epochs=1)
+    assert list(pd.read_csv(other / "train_log.csv")["epoch"]) == [1, 2, 3]  # 2 warm-up epochs + 1
+    fresh_weights = torch.load(fresh / "model.pt", weights_only=True)["state"]
+    for key, value in torch.load(other / "model.pt", weights_only=True)["state"].items():
+        assert torch.equal(value, fresh_weights[key]), key
+    assert not checkpoint.exists()
 
 
 def test_bad_settings_and_inputs_are_clear_errors(tmp_path, synthetic_dataset):
