@@ -99,6 +99,9 @@ def test_pyramid_shapes_and_padding_never_changes_real_outputs():
 def test_classifier_starts_at_the_prior():
     head = Head(6, 3, SMALL)
     logits, _, _ = head(torch.zeros(1, 6, 8), torch.ones(1, 8, dtype=torch.bool))
+    # The classifier's last bias is -log(99), whose sigmoid is the prior 0.01 (the small weights before it move
+    # the start a little).
+    torch.testing.assert_close(head.cls_head.out.bias, torch.full((3,), -math.log(99)), atol=1e-6, rtol=0)
     torch.testing.assert_close(torch.sigmoid(logits[0]), torch.full((1, 8, 3), 0.01), atol=0.02, rtol=0)
 
 
@@ -127,6 +130,10 @@ def test_loss_is_finite_without_actions_and_the_normaliser_follows_positives():
     targets = [(torch.zeros(0, 2), torch.zeros(0, dtype=torch.int64)), (torch.tensor([[2.0, 9.0]]), torch.tensor([1]))]
     losses = head.loss(head(x, mask), targets)
     assert all(torch.isfinite(v) for v in losses.values())
-    assert 0 < head.loss_norm < 100  # 0.9 * 100 + 0.1 * (a few positives)
+    # [2, 9], centre 5.5: positive at level 0 (radius 1.5, farther distance <= 4) points 5 and 6;
+    # at level 1 (radius 3, distance 4-8) points 4, 6 and 8; none at level 2 (distance >= 8).
+    assert head.loss_norm.item() == pytest.approx(0.9 * 100 + 0.1 * 5)
     losses["loss"].backward()
     assert head.cls_head.out.weight.grad.abs().sum() > 0 and head.reg_head.out.weight.grad.abs().sum() > 0
+    head.loss(head(x[:1], mask[:1]), targets[:1])  # no action: counted as one positive
+    assert head.loss_norm.item() == pytest.approx(0.9 * 90.5 + 0.1 * 1)

@@ -175,6 +175,10 @@ def test_partial_trains_and_infers_through_the_command_line(video, tmp_path, cap
     assert cli.main([str(a) for a in train + ["--backbone", tmp_path / "backbone.json"]]) == 0
     summary = json.loads((tmp_path / "train.json").read_text())
     assert summary["method"] == "partial" and summary["trainable_parameters"] > 0
+    # It trained the blocks' adapters: their up-projections, zero at the start, moved.
+    state = torch.load(tmp_path / "model.pt", weights_only=True)["state"]
+    ups = [key for key in state if key.endswith("up.weight") and "adapter" in key]
+    assert ups and all(state[key].abs().sum() > 0 for key in ups), sorted(state)[:20]
     assert cli.main([str(a) for a in ["infer", *common, "--subset", "testing", "--model", tmp_path / "model.pt",
                                        "--out", tmp_path / "detections.json", "--out-features", tmp_path / "tuned"]]) == 0
     detections = json.loads((tmp_path / "detections.json").read_text())["results"]["c"]
