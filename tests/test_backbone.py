@@ -56,7 +56,7 @@ def reference_features(state, preset, clips, layer, final_norm="fc_norm"):
     n, d = x.shape[1], preset.width
     table = np.array([[pos / np.power(10000, 2 * (j // 2) / d) for j in range(d)] for pos in range(n)])
     table[:, 0::2], table[:, 1::2] = np.sin(table[:, 0::2]), np.cos(table[:, 1::2])
-    x = x + torch.tensor(table, dtype=torch.float32)
+    x = x + (state["pos_embed"] if "pos_embed" in state else torch.tensor(table, dtype=torch.float32))
     ln = lambda v, k: torch.nn.functional.layer_norm(v, (d,), state[k + ".weight"], state[k + ".bias"], 1e-6)
     heads, hd = preset.heads, d // preset.heads
     for i in range(layer):
@@ -71,10 +71,11 @@ def reference_features(state, preset, clips, layer, final_norm="fc_norm"):
             s = slice(head * hd, (head + 1) * hd)
             weights = torch.softmax(q[..., s] @ k[..., s].transpose(1, 2) * hd ** -0.5, dim=-1)
             out.append(weights @ v[..., s])
-        x = x + torch.cat(out, -1) @ state[b + "attn.proj.weight"].T + state[b + "attn.proj.bias"]
+        gamma_1, gamma_2 = state.get(b + "gamma_1", 1.0), state.get(b + "gamma_2", 1.0)  # layer scale, if any
+        x = x + gamma_1 * (torch.cat(out, -1) @ state[b + "attn.proj.weight"].T + state[b + "attn.proj.bias"])
         h = ln(x, b + "norm2") @ state[b + "mlp.fc1.weight"].T + state[b + "mlp.fc1.bias"]
         h = 0.5 * h * (1 + torch.erf(h / 2 ** 0.5))
-        x = x + h @ state[b + "mlp.fc2.weight"].T + state[b + "mlp.fc2.bias"]
+        x = x + gamma_2 * (h @ state[b + "mlp.fc2.weight"].T + state[b + "mlp.fc2.bias"])
     last = layer == preset.depth
     if last and final_norm == "norm":
         x = ln(x, "norm")
@@ -190,7 +191,7 @@ def test_wrong_shapes_missing_and_unexpected_keys(tmp_path):
         videomae.load("tiny", tmp_path / "absent.pth")
 
 
-def test_layer_scale_and_learnt_positions_are_loaded(tmp_path):
+def test_layer_scale_and_learnt_positions_are_loaded_and_applied(tmp_path, native_clips):
     state = official_state(TINY)
     for i in range(TINY.depth):
         state[f"blocks.{i}.gamma_1"] = torch.full((TINY.width,), 0.5)
@@ -201,6 +202,14 @@ def test_layer_scale_and_learnt_positions_are_loaded(tmp_path):
     assert report["layer_scale"] and report["learnt_positions"]
     assert torch.equal(model.blocks[3].gamma_2, state["blocks.3.gamma_2"])
     assert torch.count_nonzero(model.pos_embed) == 0
+    # Applied in the forward: the blocks' branches scaled by 0.5 and 0.25, the learnt (zero) positions.
+    with torch.no_grad():
+        (pooled, temporal), = features(model, native_clips, [3])
+    ref_pooled, ref_temporal = reference_features(state, TINY, native_clips, 3)
+    torch.testing.assert_close(pooled, ref_pooled, atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(temporal, ref_temporal, atol=2e-4, rtol=1e-4)
+    unscaled = reference_features({k: v for k, v in state.items() if "gamma" not in k}, TINY, native_clips, 3)[0]
+    assert not torch.allclose(pooled, unscaled, atol=1e-2)  # the scales matter here
 
 
 @pytest.mark.parametrize("width", [384, 1408])  # ViT-S, ViT-g

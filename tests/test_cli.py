@@ -162,3 +162,45 @@ def test_lofi_training_without_a_backbone_or_with_a_bad_report_pair_is_one_clear
                   "--out-csv", "t.csv", "--out-md", "t.md", cwd=tmp_path)
     assert done.returncode == 1 and "--stage-a takes METHOD=PATH, not 'lofi'" in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_options_from_the_command_line_change_the_scores(tmp_path):
+    gt = {"classes": ["a"], "database": {"v": {"subset": "testing", "ambiguous": [[20, 30]], "annotations": [
+        {"segment": [0, 10], "label": "a"}]}}}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    # Two equal scores, the true positive listed first: the official order (NumPy's argsort,
+    # reversed) ranks the second first (AP 0.5), `stable` the first (AP 1).
+    tied = [{"label": "a", "score": 0.5, "segment": [0, 10]}, {"label": "a", "score": 0.5, "segment": [40, 50]}]
+    # A better-scored false positive on the Ambiguous segment: counted, AP 0.5; ignored, AP 1.
+    ambiguous = [{"label": "a", "score": 0.9, "segment": [21, 29]}, {"label": "a", "score": 0.5, "segment": [0, 10]}]
+    for name, found in (("tied", tied), ("ambiguous", ambiguous)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"results": {"v": found}}))
+
+    def average(*options):
+        done = actloc("evaluate", "--annotations", "gt.json", "--subset", "testing", "--out-map", "m.csv",
+                      "--out-per-class", "pc.csv", *options, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return float((tmp_path / "m.csv").read_text().splitlines()[-1].split(",")[1])
+
+    assert average("--predictions", "tied.json") == 0.5
+    assert average("--predictions", "tied.json", "--ties", "stable") == 1.0
+    assert average("--predictions", "ambiguous.json") == 0.5
+    assert average("--predictions", "ambiguous.json", "--ambiguous", "ignore") == 1.0
+
+
+def test_train_settings_from_a_file(tmp_path, synthetic_dataset):
+    index, annotations = synthetic_dataset
+    settings = {"method": "head_only", "head": {"width": 16, "levels": 2, "regression_ranges": [[0, 8], [8, 1e4]]},
+                "train": {"epochs": 1, "warmup_epochs": 0, "seed": 7}}
+    (tmp_path / "s.json").write_text(json.dumps(settings))
+    done = actloc("train", "--index", index, "--annotations", annotations, "--subset", "training", "--device", "cpu",
+                  "--settings", "@s.json", "--out-model", "model.pt", "--out-log", "log.csv", "--out-summary",
+                  "train.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "train.json").read_text())
+    assert summary["seed"] == 7 and summary["epochs"] == 1
+    recorded = json.loads((tmp_path / "model.pt.provenance.json").read_text())["settings"]["settings"]
+    assert recorded == settings  # the file's JSON, not its name
+    done = actloc("train", "--index", index, "--annotations", annotations, "--subset", "training", "--settings",
+                  "@none.json", "--out-model", "m2.pt", "--out-log", "l2.csv", "--out-summary", "t2.json", cwd=tmp_path)
+    assert done.returncode == 1 and "none.json: file not found" in done.stderr

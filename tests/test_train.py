@@ -1,3 +1,5 @@
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -5,7 +7,7 @@ import torch
 from actloc.engine import loop
 from actloc.io import InputError, read_json
 from actloc.methods import detector
-from actloc.settings import HeadConfig, LosaConfig, full_settings
+from actloc.settings import HeadConfig, LosaConfig, TrainConfig, full_settings
 from actloc.stages import evaluate
 from actloc.stages import infer
 from actloc.stages import train
@@ -218,3 +220,51 @@ def test_kept_reads_equal_the_stores_and_read_each_once_while_they_fit(synthetic
     calls.clear()
     none_kept.read(videos[0], 0, 5, None, True)
     assert calls == [(0, 5, None, True, False)]  # too big to keep: the window alone, from the store
+
+
+def test_gradients_are_clipped_to_the_set_norm_before_each_step(monkeypatch):
+    net, norms = torch.nn.Linear(4, 1), []
+
+    class Recording(torch.optim.AdamW):
+        def step(self, *args, **kwargs):
+            norms.append(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in net.parameters()])).item())
+            return super().step(*args, **kwargs)
+
+    monkeypatch.setattr(loop.torch.optim, "AdamW", Recording)
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+
+    def step_losses(epoch, generator):
+        for _ in range(3):
+            yield {"loss": 1e6 * net(x).square().sum()}  # gradients of norm ~1e6
+
+    cfg = TrainConfig(epochs=1, warmup_epochs=0, clip=0.5)
+    loop.optimise(net, loop.parameter_groups(net, 0.0, 1e-3), cfg, 3, step_losses, "key", None,
+                  torch.device("cpu"), "clip")
+    assert norms == pytest.approx([0.5] * 3, rel=1e-4)
+
+
+def test_infer_refuses_a_model_of_other_classes_cache_or_labelling(tmp_path, synthetic_dataset):
+    index, annotations = synthetic_dataset
+    out, _ = run_training(tmp_path, synthetic_dataset, epochs=1, warmup_epochs=0)
+    payload = torch.load(out / "model.pt", weights_only=True)
+
+    def refused(change, message, classifier=None, truth=annotations):
+        changed = tmp_path / "changed.pt"
+        torch.save(change(json.loads(json.dumps({k: v for k, v in payload.items() if k != "state"})))
+                   | {"state": payload["state"]}, changed)
+        with pytest.raises(InputError, match=message):
+            infer.run(changed, index, truth, "training", tmp_path / "d.json", "cpu", classifier=classifier)
+        assert not (tmp_path / "d.json").exists()
+
+    for key, value in (("stride", 8), ("identity", "random:7"), ("layers", [1, 3]), ("backbone", "other")):
+        refused(lambda p: p | {"store": {**p["store"], key: value}},
+                f"changed.pt: trained on a cache with other {key} than .*video_0.zarr; retrain it or point it at its "
+                "own cache")
+    refused(lambda p: p | {"classes": ["a", "b", "z"]}, r"trained on classes \['a', 'b', 'z'\]\.\.\., .* has "
+                                                          r"\['a', 'b', 'c'\]\.\.\.; retrain it on this dataset")
+    refused(lambda p: p, "changed.pt: trained for classes: it takes no --classifier",
+            classifier={"path": "c.json", "top_k": 1, "combine": "sqrt"})
+    refused(lambda p: p | {"settings": {**p["settings"], "train": {**p["settings"]["train"], "actionness": True}}},
+            "changed.pt: trained for actionness: give the video-level classifier that labels its proposals")
+    infer.run(out / "model.pt", index, annotations, "training", tmp_path / "d.json", "cpu")  # its own: fine
+    assert read_json(tmp_path / "d.json")["results"]
