@@ -285,11 +285,18 @@ def test_unknown_labels_error_or_ignored():
     assert average_map(HAND, results, unknown_labels="ignore") == pytest.approx(0.816667, abs=1e-6)
 
 
-@pytest.mark.parametrize("segment", [[20, 10], [10, 10]])
-def test_reversed_or_empty_segments_are_errors(segment):
-    results = {"results": {"vidA": [{"label": "Jump", "score": 0.9, "segment": segment}]}}
-    with pytest.raises(InputError, match=r"video vidA detection 0: segment .* end <= start"):
+def test_reversed_segments_are_errors_and_zero_length_ones_false_positives(caplog):
+    results = {"results": {"vidA": [{"label": "Jump", "score": 0.9, "segment": [5, 5]},
+                                    {"label": "Jump", "score": 0.9, "segment": [20, 10]}]}}
+    with pytest.raises(InputError, match=r"det.json: video vidA detection 1: segment \[20.0, 10.0\] is reversed"):
         prediction_table(results, "det.json")
+    # A zero-length prediction ranked first scores as any false positive ranked there would.
+    empty, elsewhere = (json.loads(json.dumps(HAND_PREDICTIONS)) for _ in range(2))
+    empty["results"]["vidA"].append({"label": "Jump", "score": 0.999, "segment": [15, 15]})
+    elsewhere["results"]["vidA"].append({"label": "Jump", "score": 0.999, "segment": [900, 901]})
+    with caplog.at_level("WARNING"):
+        assert average_map(HAND, empty) == average_map(HAND, elsewhere) < average_map(HAND, HAND_PREDICTIONS)
+    assert "1 zero-length segment(s), each a false positive" in caplog.text
 
 
 def test_malformed_predictions():

@@ -21,10 +21,14 @@ NumPy versions and processors (SIMD sorts); `ties="stable"` ranks equal scores (
 the order they are listed instead, the same everywhere.
 """
 
+import logging
+
 import numpy as np
 import pandas as pd
 
 from ..io import InputError, read_annotations, read_json, write_text
+
+log = logging.getLogger(__name__)
 
 # The official thresholds, bit for bit: THUMOS-14's 0.3:0.1:0.7 and ActivityNet's 0.5:0.05:0.95.
 THRESHOLDS = {"thumos": np.linspace(0.3, 0.7, 5), "activitynet": np.linspace(0.5, 0.95, 10)}
@@ -122,9 +126,14 @@ def prediction_table(results, source="predictions"):
             if not np.isfinite([score, start, end]).all():
                 raise InputError(f"{source}: video {video} detection {i}: score {score} and segment "
                                  f"[{start}, {end}] must be finite numbers")
-            if not end > start:
-                raise InputError(f"{source}: video {video} detection {i}: segment [{start}, {end}] has end <= start")
-    return pd.DataFrame(rows, columns=["video", "label", "score", "start", "end"])
+            if end < start:
+                raise InputError(f"{source}: video {video} detection {i}: segment [{start}, {end}] is reversed "
+                                 "(end < start)")
+    table = pd.DataFrame(rows, columns=["video", "label", "score", "start", "end"])
+    empty = int((table["end"] == table["start"]).sum())
+    if empty:  # overlapping nothing, each is a false positive, as in the official evaluator
+        log.warning("%s: %d zero-length segment(s), each a false positive", source, empty)
+    return table
 
 
 AMBIGUOUS = ("count", "ignore")
