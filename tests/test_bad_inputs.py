@@ -11,7 +11,7 @@ import torch
 
 from actloc import cli
 from actloc.stages import decode
-from conftest import run_ffmpeg, write_store
+from conftest import THUMOS, run_ffmpeg, write_store
 
 PROGRESS = re.compile(r"\|.*\[\d\d:\d\d")  # a tqdm bar
 
@@ -321,3 +321,88 @@ def test_evaluate_names_ground_truth_that_is_not_an_annotations_file(tmp_path, c
     (tmp_path / "pred.json").write_text(json.dumps({"results": {}}))
     fails_cleanly(capfd, tmp_path, *evaluate_args(tmp_path / "gt.json", tmp_path / "pred.json", tmp_path),
                   says=f"gt.json: not an annotations.json written by actloc annotations \\({says}")
+
+
+# A disk that fails the write ---------------------------------------------------------------------
+
+def mounted(folder, options):
+    """A small tmpfs at `folder` (root's), or a skip saying why it cannot be made here."""
+    import subprocess
+
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", folder], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here to fail writes for real ({done.stderr.strip() or 'not root'})")
+    return folder
+
+
+@pytest.fixture(params=["full", "read-only"])
+def failing_disk(request, tmp_path):
+    """A folder on a disk that is full (a filler took every byte) or mounted read-only: what a
+    busy cluster's scratch or a wrong mount gives a job."""
+    import subprocess
+
+    folder = mounted(tmp_path / "disk", "size=256k" if request.param == "full" else "ro,size=64k")
+    if request.param == "full":
+        with open(folder / "filler", "wb") as f, pytest.raises(OSError):
+            f.write(b"\0" * (1 << 20))
+    yield folder, "No space left on device" if request.param == "full" else "Read-only file system"
+    subprocess.run(["umount", folder], check=True)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, source_video, synthetic_dataset):
+    """One valid input of every command family: a source video, a decoded one and a backbone
+    JSON, a cache with its model, detections and a method's tables."""
+    folder = tmp_path_factory.mktemp("inputs")
+    index, annotations = synthetic_dataset
+    assert cli.main(["decode", str(source_video), "--out-dir", str(folder / "videos"), "--fps", "10",
+                     "--short-side", "64"]) == 0
+    assert cli.main(["backbone", "--name", "t", "--preset", "tiny", "--pixels", "32", "--out",
+                     str(folder / "b.json")]) == 0
+    settings = json.dumps({"method": "head_only", "head": {"width": 16, "levels": 2, "regression_ranges": [[0, 8],
+                                                                                                           [8, 1e4]]},
+                           "train": {"epochs": 1, "warmup_epochs": 0}})
+    model = ["--index", index, "--annotations", annotations, "--subset", "training", "--device", "cpu"]
+    assert cli.main(["train", *map(str, model), "--settings", settings, "--out-model", str(folder / "model.pt"),
+                     "--out-log", str(folder / "log.csv"), "--out-summary", str(folder / "train.json")]) == 0
+    assert cli.main(["infer", *map(str, model), "--model", str(folder / "model.pt"), "--out",
+                     str(folder / "d.json")]) == 0
+    assert cli.main(["evaluate", "--annotations", str(annotations), "--predictions", str(folder / "d.json"),
+                     "--subset", "training", "--out-map", str(folder / "map.csv"), "--out-per-class",
+                     str(folder / "pc.csv")]) == 0
+    assert cli.main(["report", "--methods", "head_only", "--maps", str(folder / "map.csv"), "--summaries",
+                     str(folder / "train.json"), "--out-csv", str(folder / "table.csv"), "--out-md",
+                     str(folder / "table.md")]) == 0
+    return {"folder": folder, "model": model, "settings": settings, "annotations": annotations,
+            "source": source_video}
+
+
+# Each command family writing into the failing folder `out`.
+WRITES = {
+    "decode": lambda i, out: ["decode", i["source"], "--out-dir", out / "videos", "--fps", 10, "--short-side", 64],
+    "cache": lambda i, out: ["cache", i["folder"] / "videos" / "pattern.mp4", "--backbone", i["folder"] / "b.json",
+                             "--out-dir", out / "cache", "--batch", 4],
+    "annotations": lambda i, out: ["annotations", "--type", "thumos14", "--source", THUMOS, "--out-of-range", "clip",
+                                   "--out", out / "a.json", "--classes", out / "c.txt"],
+    "backbone": lambda i, out: ["backbone", "--name", "t", "--preset", "tiny", "--out", out / "b.json"],
+    "train": lambda i, out: ["train", *i["model"], "--settings", i["settings"], "--out-model", out / "model.pt",
+                             "--out-log", out / "log.csv", "--out-summary", out / "train.json"],
+    "infer": lambda i, out: ["infer", *i["model"], "--model", i["folder"] / "model.pt", "--out", out / "d.json"],
+    "evaluate": lambda i, out: ["evaluate", "--annotations", i["annotations"], "--predictions", i["folder"] / "d.json",
+                                "--subset", "training", "--out-map", out / "map.csv", "--out-per-class", out / "pc.csv"],
+    "report": lambda i, out: ["report", "--methods", "head_only", "--maps", i["folder"] / "map.csv", "--summaries",
+                              i["folder"] / "train.json", "--out-csv", out / "t.csv", "--out-md", out / "t.md"],
+    "plots": lambda i, out: ["plots", "--table", i["folder"] / "table.csv", "--methods", "head_only", "--per-class",
+                             i["folder"] / "pc.csv", "--detections", i["folder"] / "d.json", "--annotations",
+                             i["annotations"], "--subset", "training", "--out-map", out / "1.png", "--out-per-class",
+                             out / "2.png", "--out-timelines", out / "3.png"],
+}
+
+
+@pytest.mark.parametrize("family", list(WRITES))
+def test_a_full_or_read_only_disk_is_one_line_naming_the_path_and_leaves_nothing(family, failing_disk, inputs,
+                                                                               capfd):
+    out, reason = failing_disk
+    fails_cleanly(capfd, out, *WRITES[family](inputs, out), says=rf"^actloc {family}: error: {re.escape(str(out))}/"
+                                                                  rf"\S+: cannot be written: {reason}")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from . import datasets, provenance
-from .io import InputError, PartlyDone, read_json, write_json
+from .io import InputError, PartlyDone, first_line, read_json, write_json
 
 log = logging.getLogger("actloc")
 
@@ -653,7 +653,17 @@ def main(argv=None):
             provenance.write(args.command, argv[1:], settings_of(args), err.outputs)
         print(f"actloc {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # the disk, not the input: full, read-only, no permission, over quota
+        print(f"actloc {args.command}: error: {os_error(err)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def os_error(err):
+    """An OSError in one line: the path and the system's reason (`No space left on device`)."""
+    reason = err.strerror or first_line(err)
+    path = err.filename if err.filename is not None else None
+    return f"{path}: cannot be written or read: {reason}" if path else f"{reason} (a write or read failed)"
 
 
 if __name__ == "__main__":

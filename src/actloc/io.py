@@ -1,6 +1,7 @@
 """Errors users can act on, and writes that never leave a partial file behind."""
 
 import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -12,6 +13,8 @@ from pathlib import Path
 
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
+# A write that failed for the disk's sake, not the data's: full, read-only, no permission, over quota.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
 
 
 class InputError(Exception):
@@ -40,6 +43,10 @@ def atomic_path(path):
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise InputError(f"{path}: cannot be written, {path.parent} or a folder above it is a file") from None
+    except OSError as err:
+        if err.errno in WRITE_ERRNOS:
+            raise InputError(f"{path}: cannot be written: {err.strerror} ({err.filename})") from None
+        raise
     # What a killed writer of this path left behind (under its own pid) is never renamed: drop it.
     prefix = f".{path.stem}.tmp"
     for name in leftovers(path.parent):
@@ -51,12 +58,32 @@ def atomic_path(path):
         if tmp.is_dir() and path.is_dir():
             shutil.rmtree(path)  # os.replace cannot overwrite a non-empty directory
         os.replace(tmp, path)
-    except BaseException:
-        remove(tmp)
+    except BaseException as err:
+        reason = write_failure(err, path.parent)
+        with contextlib.suppress(OSError):  # on a read-only disk there is nothing to remove
+            remove(tmp)
         for folder in created:  # innermost first: a failed write leaves no empty folder behind
             with contextlib.suppress(OSError):
                 folder.rmdir()
+        if reason:
+            raise InputError(f"{path}: cannot be written: {reason}") from None
         raise
+
+
+def write_failure(err, folder):
+    """Why a write into `folder` failed, if the disk is why (full, read-only, no permission): an
+    OSError's reason, or for PyTorch's writer (a RuntimeError) its reason or the disk's state."""
+    if isinstance(err, OSError):
+        return err.strerror if err.errno in WRITE_ERRNOS else None
+    if not (isinstance(err, RuntimeError) and "inline_container" in str(err)):
+        return None
+    stated = re.search(r"strerror: ([^\n]+)", str(err))
+    if stated:
+        return stated[1].strip()
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(folder).free < 1 << 20:
+            return os.strerror(errno.ENOSPC)
+    return f"the write stopped short ({first_line(err)})"
 
 
 @functools.cache

@@ -198,6 +198,9 @@ def normalize(source, out, fps, short_side, threads=None, damage="error"):
         )
         code, stderr = _run_with_progress(args, src["duration"], source.name)
         if code:
+            full = next((reason for reason in WRITE_FAILURES if reason in stderr), None)
+            if full:  # the output's disk, not the source
+                raise InputError(f"{out}: cannot be written: {full}")
             raise InputError(f"{source}: ffmpeg could not decode it ({last_line(stderr)})")
         try:
             frames = probe(tmp)["frames"]
@@ -233,6 +236,11 @@ def normalize_all(videos, sources, out_dir, fps, short_side, threads=None, damag
             infos[video] = normalize(source, out, fps, short_side, threads, damage)
             written += [out, info_path(out)]
     return infos, written
+
+
+# ffmpeg's words for an output it cannot write.
+WRITE_FAILURES = ("No space left on device", "Read-only file system", "Permission denied", "Disk quota exceeded",
+                  "File too large")
 
 
 def last_line(stderr):
