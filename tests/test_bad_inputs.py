@@ -406,3 +406,21 @@ def test_a_full_or_read_only_disk_is_one_line_naming_the_path_and_leaves_nothing
     out, reason = failing_disk
     fails_cleanly(capfd, out, *WRITES[family](inputs, out), says=rf"^actloc {family}: error: {re.escape(str(out))}/"
                                                                   rf"\S+: cannot be written: {reason}")
+
+
+def test_of_several_video_streams_the_one_a_player_shows_is_decoded(tmp_path, capfd, caplog):
+    # A 160 x 120 preview track first, the main 320 x 240 (red) one marked default: decoded as a
+    # player shows it, not as the first stream; the same in Matroska.
+    for name in ("marked.mp4", "marked.mkv"):
+        marks = ["-disposition:v:0", "0", "-disposition:v:1", "default"]
+        run_ffmpeg("-f", "lavfi", "-i", "testsrc2=s=160x120:r=10:d=2", "-f", "lavfi", "-i",
+                   "color=red:s=320x240:r=10:d=3", "-map", "0", "-map", "1", "-c:v", "libx264", *marks,
+                   tmp_path / name)
+        with caplog.at_level("INFO"):
+            code, lines = actloc(capfd, *decode_args(tmp_path / name, tmp_path / name.replace(".", "_")))
+        assert code == 0, lines
+        assert f"{name}: 2 video streams; decoding stream 1 (320x240, marked default)" in caplog.text
+        info = json.loads((tmp_path / name.replace(".", "_") / "marked.json").read_text())
+        assert (info["width"], info["height"], info["frames"], info["source"]["stream"]) == (86, 64, 30, 1)
+        red = next(decode.iter_frames(tmp_path / name.replace(".", "_") / "marked.mp4"))
+        assert red[..., 0].mean() > 200 and red[..., 1].mean() < 60  # the main track's picture

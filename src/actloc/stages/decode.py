@@ -40,9 +40,8 @@ def probe(path):
         raise InputError(f"{path}: video file is empty (0 bytes)")
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise InputError(f"{path}: has no video stream")
-            stream = container.streams.video[0]
+            stream = shown_stream(container, path)
+            index = stream.index  # read while the file is open
             if stream.duration is not None:
                 duration = float(stream.duration * stream.time_base)
             elif container.duration:
@@ -62,7 +61,24 @@ def probe(path):
     shown = shown[::-1] if quarter_turned(rotation) else shown
     return {"width": width, "height": height, "fps": float(rate) if rate else None, "duration": duration,
             "frames": frames, "rotation": rotation, "sample_aspect_ratio": sar,
-            "display_width": shown[0], "display_height": shown[1]}
+            "display_width": shown[0], "display_height": shown[1], "stream": index}
+
+
+def shown_stream(container, path):
+    """The video stream a player shows: the one marked default, else ffmpeg's own choice of the
+    best (never a cover picture). A file with several (a preview or thumbnail track beside the
+    main one) says which it took in the log."""
+    Disposition = av.stream.Disposition
+    candidates = [s for s in container.streams.video if not s.disposition & Disposition.attached_pic]
+    if not candidates:
+        raise InputError(f"{path}: has no video stream")
+    default = [s for s in candidates if s.disposition & Disposition.default]
+    stream = default[0] if default else container.streams.best("video") or candidates[0]
+    if len(candidates) > 1:
+        log.info("%s: %d video streams; decoding stream %d (%dx%d%s), the one a player shows", path,
+                 len(candidates), stream.index, stream.codec_context.width, stream.codec_context.height,
+                 ", marked default" if default else "")
+    return stream
 
 
 def first_frame_rotation(container, stream):
@@ -184,7 +200,7 @@ def normalize(source, out, fps, short_side, threads=None, damage="error"):
     width, height = scaled_size(src["display_width"], src["display_height"], short_side)
     with atomic_path(out) as tmp:
         video = (
-            ffmpeg.input(str(source), **ffmpeg_threads(threads)).video.filter("setpts", "PTS-STARTPTS")
+            ffmpeg.input(str(source), **ffmpeg_threads(threads))[str(src["stream"])].filter("setpts", "PTS-STARTPTS")
             # round=up: frame i is the source frame on screen at i / fps (the default,
             # near, shows one up to half a frame later).
             .filter("fps", fps=fps, round="up").filter("scale", width, height).filter("setsar", 1)
