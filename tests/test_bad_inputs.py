@@ -13,7 +13,7 @@ from actloc import cli
 from actloc.stages import decode
 from conftest import THUMOS, run_ffmpeg, write_store
 
-PROGRESS = re.compile(r"\|.*\[\d\d:\d\d")  # a tqdm bar
+PROGRESS = re.compile(r"\[\d\d:\d\d[<,\]]")  # a tqdm status line
 
 
 def actloc(capfd, *args):
@@ -200,13 +200,13 @@ def test_cache_index_refuses_a_store_of_another_backbone_naming_it(tmp_path, cap
 def test_cache_index_checks_every_store_against_the_backbone_and_protocol_given(tmp_path, capfd):
     annotations = two_stores(tmp_path)
     common = ["cache-index", "--annotations", annotations, "--folder", tmp_path, "--out", tmp_path / "index.json"]
-    fails_cleanly(capfd, tmp_path, *common, "--stride", 8, says=r"a.zarr: built with other settings \(stride is 4, "
-                                                                r"expected 8\)")
+    fails_cleanly(capfd, tmp_path, *common, "--stride", 8, says=r"a.zarr: built with other settings \(stride is 4 where "
+                                                                r"this run's settings say 8\)")
     (tmp_path / "backbone.json").write_text(json.dumps({
         "name": "synthetic", "identity": "sha256:abc", "layers": [1, 2], "pixels": None, "temporal": False,
         "precision": "fp32", "preset": "none", "checkpoint": None, "seed": 0}))
     fails_cleanly(capfd, tmp_path, *common, "--backbone", tmp_path / "backbone.json",
-                  says=r"a.zarr: built with other settings \(identity is 'synthetic', expected 'sha256:abc'\)")
+                  says=r"a.zarr: built with other settings \(identity is 'synthetic' where this run's settings say 'sha256:abc'\)")
     code, lines = actloc(capfd, *common, "--snippet-frames", 16, "--stride", 4)
     assert code == 0, lines
     assert set(json.loads((tmp_path / "index.json").read_text())["stores"]) == {"a", "b"}
@@ -424,3 +424,29 @@ def test_of_several_video_streams_the_one_a_player_shows_is_decoded(tmp_path, ca
         assert (info["width"], info["height"], info["frames"], info["source"]["stream"]) == (86, 64, 30, 1)
         red = next(decode.iter_frames(tmp_path / name.replace(".", "_") / "marked.mp4"))
         assert red[..., 0].mean() > 200 and red[..., 1].mean() < 60  # the main track's picture
+
+
+def test_a_video_far_from_the_duration_its_dataset_states_is_refused_before_caching(tmp_path, capfd):
+    # A still image renamed .mp4 where the dataset says 120 s: one line naming both durations.
+    run_ffmpeg("-f", "lavfi", "-i", "color=gray:s=64x64:d=0.1", "-frames:v", "1", "-c:v", "mjpeg",
+               tmp_path / "still.jpg")
+    (tmp_path / "video_a.mp4").write_bytes((tmp_path / "still.jpg").read_bytes())
+    run_ffmpeg("-f", "lavfi", "-i", "testsrc2=s=64x64:r=10:d=9", "-c:v", "libx264", tmp_path / "video_b.mp4")
+    truth = {"classes": [], "database": {"video_a": {"subset": "testing", "duration": 120.0},
+                                         "video_b": {"subset": "testing", "duration": 10.5}}}
+    (tmp_path / "a.json").write_text(json.dumps(truth))
+    (tmp_path / "out").mkdir()
+    line = fails_cleanly(capfd, tmp_path / "out", *decode_args(tmp_path / "video_a.mp4", tmp_path / "out",
+                                                                "--annotations", tmp_path / "a.json"),
+                         says=r"video_a.mp4: decodes to 0.10 s, but its dataset states 120.00 s")
+    assert "decode.duration_tolerance in config.yaml" in line
+    # 9 s where 10.5 are stated: within the 2 s every video is allowed; beyond 5 % of it with a tighter tolerance.
+    code, lines = actloc(capfd, *decode_args(tmp_path / "video_b.mp4", tmp_path / "out", "--annotations",
+                                             tmp_path / "a.json"))
+    assert code == 0, lines
+    code, lines = actloc(capfd, *decode_args(tmp_path / "video_b.mp4", tmp_path / "out2", "--annotations",
+                                             tmp_path / "a.json", "--duration-tolerance", 0.1))
+    assert code == 0, lines
+    assert decode.check_duration("x", 9.0, 10.5, 0.05) is None
+    with pytest.raises(decode.InputError, match="decodes to 9.00 s, but its dataset states 12.00 s"):
+        decode.check_duration("x", 9.0, 12.0, 0.05)

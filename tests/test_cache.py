@@ -157,8 +157,8 @@ def test_build_batches_wider_than_the_video_and_without_temporal(video, settings
 
 
 def test_other_settings_name_the_attribute_and_the_fix(store):
-    with pytest.raises(InputError, match=r"clip.zarr: built with other settings \(stride is 4, expected 8; "
-                                         r"identity is 'random:0', expected 'sha256:ab'\); delete it"):
+    with pytest.raises(InputError, match=r"clip.zarr: built with other settings \(stride is 4 where this run's settings "
+                                         r"say 8; identity is 'random:0' where this run's settings say 'sha256:ab'\); delete it"):
         stores.open_cache(store, expect={"stride": 8, "identity": "sha256:ab", "fps": 10.0})
 
 

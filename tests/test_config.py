@@ -167,3 +167,16 @@ def test_the_modules_the_snakefile_imports_do_not_import_torch():
 
     code = "import sys, actloc.config, actloc.chunks, actloc.io; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_the_stores_a_method_reads_are_expected_as_config_says(shipped):
+    assert cfg.cache_settings(shipped, "demo", "losa") == {
+        "backbone": "tiny-random", "layers": [1, 2, 3, 4], "pixels": 16, "temporal": True, "snippet_frames": 16,
+        "stride": 4, "fps": 10, "identity": "random:0"}
+    lofi = cfg.cache_settings(shipped, "demo-full", "lofi")
+    assert lofi["backbone"] == "lofi" and "identity" not in lofi  # its tuned backbone, hashed once tuned
+    vitg = cfg.cache_settings(shipped, "thumos", "losa")
+    assert vitg["layers"] == [10, 20, 30, 40] and vitg["fps"] == 30 and "identity" not in vitg
+    features = shipped["datasets"]["thumos"] | {"backbone": "i3d", "features": {"i3d": {"path": "f", "stride": 8}}}
+    assert cfg.cache_settings(shipped | {"datasets": {"thumos": features}}, "thumos", "head_only") == {
+        "backbone": "i3d", "snippet_frames": 16, "stride": 8}

@@ -695,3 +695,19 @@ def test_a_slurm_that_cannot_be_installed_fails_ci_and_is_skipped_elsewhere(ci, 
                           text=True, env={"PATH": "/nonexistent", "CI": ci})
     assert done.returncode == code, done.stderr
     assert ("CI must run the SLURM tests" if ci else "the SLURM tests will be skipped") in done.stderr
+
+
+@pytest.mark.slow
+def test_a_cache_kept_by_touch_from_another_stride_is_refused_naming_the_setting(tiny_run, tmp_path):
+    shutil.copytree(tiny_run, tmp_path, dirs_exist_ok=True)
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    config["datasets"]["demo"]["snippets"] = {"frames": 16, "stride": 8}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    # What a user does to skip work: the stride-4 stores are marked up to date.
+    assert snakemake(tmp_path, "--touch", "results/demo/cache/tiny.json").returncode == 0
+    done = snakemake(tmp_path, "results/demo/head_only/model.pt")
+    assert done.returncode != 0
+    lines = [line for line in (tmp_path / "results/demo/logs/train/head_only.log").read_text().splitlines()
+             if "error" in line]
+    assert len(lines) == 1 and "built with other settings (stride is 4 where this run's settings say 8)" in lines[0]
+    assert lines[0].endswith("delete it and rerun the cache stage (snakemake --forcerun cache ...)")

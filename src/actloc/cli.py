@@ -43,6 +43,17 @@ def at_least(low, kind=int):
     return parse
 
 
+def json_object(text):
+    """argparse type: a JSON object."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({err})")
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
 def positive_number(text):
     try:
         value = float(text)
@@ -91,6 +102,8 @@ def add_video_list_options(parser):
 
 def add_model_input_options(parser, index_help):
     parser.add_argument("--index", required=True, help=index_help)
+    parser.add_argument("--expect", type=json_object, help="JSON of what every store must record (the workflow "
+                                                             "passes its config's: backbone, layers, stride, fps, ...)")
     parser.add_argument("--annotations", required=True, help="annotations.json of the dataset")
     parser.add_argument("--subset", required=True, choices=datasets.SUBSETS)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
@@ -169,8 +182,13 @@ def cmd_decode(args):
     from .stages import decode
 
     names = args.names or [Path(source).stem for source in args.sources]
+    stated = {}
+    if args.annotations:  # durations the dataset states, which each decoded video must match
+        stated = {video: entry["duration"] for video, entry in read_json(args.annotations, ("database",),
+                                                                          "an annotations.json")["database"].items()
+                  if entry.get("duration")}
     infos, written = decode.normalize_all(names, args.sources, args.out_dir, args.fps, args.short_side,
-                                          args.ffmpeg_threads, args.damage)
+                                          args.ffmpeg_threads, args.damage, stated, args.duration_tolerance)
     for name, info in infos.items():
         log.info("%s: %d frames at %g fps, %dx%d", name, info["frames"], info["fps"], info["width"], info["height"])
     log.info("%s: %d videos, %d decoded now", args.out_dir, len(infos), len(written) // 2)
@@ -256,7 +274,7 @@ def cmd_train(args):
                                args.out_summary, args.checkpoint, args.device)
     else:
         summary = train.train(args.index, args.annotations, args.subset, settings, args.out_model, args.out_log,
-                              args.out_summary, args.checkpoint, args.device, args.backbone)
+                              args.out_summary, args.checkpoint, args.device, args.backbone, args.expect)
     log.info("%s: %s, %d trainable parameters, %.1f s, peak %.0f MB", args.out_model, summary["method"],
              summary["trainable_parameters"], summary["train_seconds"], summary["peak_memory_mb"])
     return [path for path in (args.out_model, args.out_backbone, args.out_log, args.out_summary) if path]
@@ -267,7 +285,7 @@ def cmd_infer(args):
 
     classifier = args.classifier and {"path": args.classifier, "top_k": args.top_k, "combine": args.combine}
     count = infer.run(args.model, args.index, args.annotations, args.subset, args.out, args.device,
-                      args.out_features, classifier)
+                      args.out_features, classifier, args.expect)
     log.info("%s: %d detections", args.out, count)
     return [args.out] + ([args.out_features, f"{args.out_features}.json"] if args.out_features else [])
 
@@ -406,6 +424,10 @@ def parser():
     p.add_argument("--damage", default="error", choices=["error", "warn"],
                    help="a damaged source (decoder errors, or shorter than its container says): fail naming it, "
                         "or decode what can be read and record the damage in its JSON")
+    p.add_argument("--annotations", help="annotations.json: a video whose duration it states must decode to it")
+    p.add_argument("--duration-tolerance", type=at_least(0.0, float), default=0.05,
+                   help="with --annotations: how far apart the durations may be, a fraction of the stated one "
+                        "(at least 2 s either way; 0.05)")
     # Not `threads`: that one sets PyTorch's too, and decoding needs no torch.
     p.add_argument("--threads", dest="ffmpeg_threads", type=at_least(0),
                    help="ffmpeg's threads (default or 0: its own choice)")

@@ -9,7 +9,7 @@ import shlex
 from pathlib import Path
 
 from . import datasets, methods
-from .backbones.presets import PRESETS, TUBELET
+from .backbones.presets import PRESETS, TUBELET, default_layers
 from .settings import LofiConfig, LosaConfig, PartialConfig, TrainConfig, head_config
 from .store.snippets import check_protocol
 
@@ -257,6 +257,29 @@ def evaluation_protocol(dataset):
         entry = dataset["classifier"]
         parts.append(f"class-agnostic proposals labelled by {entry['path']} (top {entry['top_k']}, {entry['combine']})")
     return "Protocol: " + "; ".join(parts) + "."
+
+
+def cache_settings(config, ds, method):
+    """What the stores a method of dataset `ds` reads must record, as this config says (the
+    training and inference jobs check them, so that a cache a `snakemake --touch` kept from other
+    settings is refused, not read): the backbone (a LoFi method's tuned one), its taps and
+    pixels, the snippet protocol and the frame rate."""
+    d = config["datasets"][ds]
+    features = imported(d)
+    if features:
+        expect = {"backbone": d["backbone"], "snippet_frames": features.get("frames", d["snippets"]["frames"]),
+                  "stride": features.get("stride", d["snippets"]["stride"])}
+        return expect | ({"fps": features["fps"]} if "fps" in features else {})
+    entry = config["backbones"][d["backbone"]]
+    preset = PRESETS[entry["preset"]]
+    lofi = config["methods"][method]["type"] == "lofi"
+    expect = {"backbone": method if lofi else d["backbone"], "layers": sorted(entry.get("layers") or
+                                                                               default_layers(preset.depth)),
+              "pixels": entry.get("pixels", preset.pixels), "temporal": entry["temporal"],
+              "snippet_frames": d["snippets"]["frames"], "stride": d["snippets"]["stride"], "fps": d["decode"]["fps"]}
+    if "checkpoint" not in entry and not lofi:  # a checkpoint's identity is its hash, known once read
+        expect["identity"] = f"random:{entry['seed']}"
+    return expect
 
 
 def import_options(dataset, name):

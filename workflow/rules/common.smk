@@ -16,6 +16,7 @@ from actloc.config import (
     ConfigError,
     annotation_options,
     backbone_options,
+    cache_settings,
     classifier_options,
     check as check_config,
     demo_options,
@@ -206,6 +207,12 @@ def per_method(name):
     return lambda wildcards: [
         f"results/{wildcards.ds}/{method}/{name}" for method in methods_of(wildcards)
     ]
+
+
+def expected_stores(wildcards):
+    """`--expect`: what the stores a method trains on record, as config.yaml says now (a cache
+    kept by `snakemake --touch` from other settings is then refused, not read)."""
+    return json.dumps(cache_settings(config, wildcards.ds, wildcards.method), sort_keys=True)
 
 
 def train_settings(wildcards):

@@ -23,9 +23,11 @@ rule decode:
         fps=lambda wildcards: dataset(wildcards)["decode"]["fps"],
         short_side=lambda wildcards: dataset(wildcards)["decode"]["short_side"],
         damage=lambda wildcards: dataset(wildcards)["decode"]["damage"],
+        tolerance=lambda wildcards: dataset(wildcards)["decode"]["duration_tolerance"],
     shell:
         "actloc decode {params.sources:q} --names {params.videos:q} --out-dir results/{wildcards.ds}/videos"
         " --fps {params.fps} --short-side {params.short_side} --damage {params.damage}"
+        " --annotations results/{wildcards.ds}/annotations.json --duration-tolerance {params.tolerance}"
         " --threads {threads} --manifest {output:q} 2> {log:q}"
 
 

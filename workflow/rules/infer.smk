@@ -21,7 +21,9 @@ rule infer:
         subset=lambda wildcards: dataset(wildcards)["test_subset"],
         device=config["device"],
         classifier=lambda wildcards: classifier_options(dataset(wildcards)),
+        expect=expected_stores,
     shell:
         "actloc infer --model {input.model:q} --index {input.index:q} --annotations {input.annotations:q}"
-        " --subset {params.subset} --out {output:q} --device {params.device:q} --threads {threads}"
+        " --subset {params.subset} --out {output:q} --expect {params.expect:q} --device {params.device:q}"
+        " --threads {threads}"
         " {params.classifier} 2> {log:q}"

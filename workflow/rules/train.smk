@@ -27,8 +27,10 @@ rule train:
         checkpoint="results/{ds}/{method}/checkpoint.pt",
         device=config["device"],
         backbone=tuned_backbone_option,
+        expect=expected_stores,
     shell:
         "actloc train --index {input.index:q} --annotations {input.annotations:q}"
         " --subset {params.subset} --settings {params.settings:q} {params.backbone}"
         " --out-model {output.model:q} --out-log {output.log_csv:q} --out-summary {output.summary:q}"
-        " --checkpoint {params.checkpoint:q} --device {params.device:q} --threads {threads} 2> {log:q}"
+        " --checkpoint {params.checkpoint:q} --expect {params.expect:q} --device {params.device:q}"
+        " --threads {threads} 2> {log:q}"

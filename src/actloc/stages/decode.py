@@ -154,6 +154,13 @@ def ffmpeg_threads(threads):
     return {} if threads is None else {"threads": threads}
 
 
+# How far a decoded video may be from the duration its dataset states: THUMOS-14's metadata
+# states each video's exact frames / fps, ActivityNet's JSON the YouTube length to 0.01 s,
+# which downloads at other encodings miss by up to a second or two.
+DURATION_SLACK = 2.0  # seconds
+DURATION_TOLERANCE = 0.05  # of the stated duration, where that is more
+
+
 # Decoded duration may fall short of the container's by this much (edit lists, a last frame's
 # length, audio-led container durations) before the source counts as truncated.
 SHORTFALL_SECONDS, SHORTFALL_FRACTION = 1.0, 0.05
@@ -183,7 +190,7 @@ def describe_damage(damage):
     return "; ".join(parts)
 
 
-def normalize(source, out, fps, short_side, threads=None, damage="error"):
+def normalize(source, out, fps, short_side, threads=None, damage="error", stated=None, tolerance=DURATION_TOLERANCE):
     """Re-encode `source` to `out` (.mp4) at `fps` (constant) and `short_side`, upright and with
     square pixels; write `out`.json. A damaged source (decoder errors, or a decoded duration
     short of its container's) is an InputError, or with `damage="warn"` decoded as far as it
@@ -230,6 +237,7 @@ def normalize(source, out, fps, short_side, threads=None, damage="error"):
                              "can be read)")
         if found:
             log.warning("%s: damaged, decoded anyway: %s", source, describe_damage(found))
+        check_duration(source, frames / fps, stated, tolerance)
     info = {
         "video": out.stem, "file": out.name, "fps": float(fps), "frames": frames,
         "duration": frames / fps, "width": width, "height": height, "short_side": short_side,
@@ -239,9 +247,13 @@ def normalize(source, out, fps, short_side, threads=None, damage="error"):
     return info
 
 
-def normalize_all(videos, sources, out_dir, fps, short_side, threads=None, damage="error"):
+def normalize_all(videos, sources, out_dir, fps, short_side, threads=None, damage="error", stated=None,
+                  tolerance=DURATION_TOLERANCE):
     """Decode each of `sources` to `out_dir`/<video>.mp4 (+ .json), skipping those already
-    done at these settings. Returns ({video: its JSON}, the paths written)."""
+    done at these settings; a video whose dataset states its duration (`stated`: {video:
+    seconds}) must decode to it within `tolerance` (check_duration). Returns ({video: its
+    JSON}, the paths written)."""
+    stated = stated or {}
     if len(videos) != len(sources):
         raise InputError(f"decode: {len(videos)} video names for {len(sources)} sources")
     out_dir, infos, written = Path(out_dir), {}, []
@@ -249,9 +261,22 @@ def normalize_all(videos, sources, out_dir, fps, short_side, threads=None, damag
         out = out_dir / f"{video}.mp4"
         infos[video] = done(source, out, fps, short_side, damage)
         if infos[video] is None:
-            infos[video] = normalize(source, out, fps, short_side, threads, damage)
+            infos[video] = normalize(source, out, fps, short_side, threads, damage, stated.get(video), tolerance)
             written += [out, info_path(out)]
+        else:
+            check_duration(source, infos[video]["duration"], stated.get(video), tolerance)
     return infos, written
+
+
+def check_duration(source, decoded, stated, tolerance=DURATION_TOLERANCE):
+    """An InputError unless `decoded` seconds are within max(DURATION_SLACK s, `tolerance` of it)
+    of the duration the dataset states (None: it states none): a wrong file (a still image
+    renamed .mp4, another video) is refused before anything is cached."""
+    if stated is None or abs(decoded - stated) <= max(DURATION_SLACK, tolerance * stated):
+        return
+    raise InputError(f"{source}: decodes to {decoded:.2f} s, but its dataset states {stated:.2f} s: more apart than "
+                     f"max({DURATION_SLACK:g} s, {tolerance:g} of it) (decode.duration_tolerance in config.yaml, "
+                     "--duration-tolerance here); check that it is the right file")
 
 
 # ffmpeg's words for an output it cannot write.

@@ -45,13 +45,14 @@ def write_features(net, video, folder, identity):
                 inputs["temporal"].numpy() if "temporal" in inputs else None, **attrs)
 
 
-def run(model_path, index, annotations, subset, out, device="auto", features=None, classifier=None):
+def run(model_path, index, annotations, subset, out, device="auto", features=None, classifier=None, expect=None):
     """The `actloc infer` command: write detections.json, return how many segments it holds.
     `features`: a folder where a method that tunes the backbone (partial) also writes each
     video's taps as its tuned blocks compute them, a store each, and their index beside
     (`<folder>.json`): a cache another head trains on, as LoFi's stage B does.
     `classifier`: {path, top_k, combine} of a video-level classifier file, which labels the
-    proposals of a model trained for actionness (train.actionness)."""
+    proposals of a model trained for actionness (train.actionness). `expect`: what every store
+    must record (this run's settings, windows.load)."""
     device = resolve_device(device)
     net, saved = detector.load(model_path, device)
     trained = saved["settings"]["train"]
@@ -59,7 +60,8 @@ def run(model_path, index, annotations, subset, out, device="auto", features=Non
         raise InputError(f"{model_path}: trained for {'actionness' if trained.get('actionness') else 'classes'}: "
                          + ("give the video-level classifier that labels its proposals (--classifier)"
                             if trained.get("actionness") else "it takes no --classifier"))
-    videos, classes = windows.load(index, annotations, subset, trained.get("fixed_steps"), trained.get("actionness"))
+    videos, classes = windows.load(index, annotations, subset, trained.get("fixed_steps"), trained.get("actionness"),
+                                   expect)
     if classifier:
         labels = read_annotations(annotations)["classes"]
         video_scores = external.load(classifier["path"], [video.name for video in videos], labels)

@@ -25,15 +25,16 @@ STATISTICS_VIDEOS = 64  # the input standardisation is estimated on at most this
 
 
 def train(index, annotations, subset, settings, out_model, out_log, out_summary, checkpoint=None, device="auto",
-          backbone=None):
+          backbone=None, expect=None):
     """The `actloc train` command for the methods that train on a cache. Returns the summary
     written to `out_summary`. `backbone`: the JSON of `actloc backbone` that built the cache,
-    which a method tuning its upper blocks from block tokens (partial) loads them from."""
+    which a method tuning its upper blocks from block tokens (partial) loads them from; `expect`:
+    what every store must record (this run's settings, windows.load)."""
     settings = full_settings(settings)
     cfg = TrainConfig(**settings["train"])
     device = resolve_device(device)
     make_deterministic(cfg.seed)
-    videos, classes = windows.load(index, annotations, subset, cfg.fixed_steps, cfg.actionness)
+    videos, classes = windows.load(index, annotations, subset, cfg.fixed_steps, cfg.actionness, expect)
     attrs = videos[0].cache.attrs
     net = detector.build(settings, attrs, len(classes)).to(device)
     max_length = cfg.max_length

@@ -202,8 +202,8 @@ def open_cache(path, expect=None):
     absent = [key for key in REQUIRED_ATTRS if key not in attrs]
     if absent:
         raise InputError(f"{path}: attribute(s) {', '.join(absent)} missing; {rebuild}")
-    differ = [f"{key} is {attrs.get(key)!r}, expected {value!r}" for key, value in (expect or {}).items()
-              if attrs.get(key) != value]
+    differ = [f"{key} is {attrs.get(key)!r} where this run's settings say {value!r}"
+              for key, value in (expect or {}).items() if attrs.get(key) != value]
     if differ:
         raise InputError(f"{path}: built with other settings ({'; '.join(differ)}); {rebuild}")
     layers = len(attrs["layers"])

@@ -47,10 +47,12 @@ def ground_truth(actions, classes, attrs, steps=None):
     return segments.float(), labels
 
 
-def load(index_path, annotations_path, subset, steps=None, actionness=False):
+def load(index_path, annotations_path, subset, steps=None, actionness=False, expect=None):
     """The cached videos of `subset` and the dataset's classes; with `steps`, each video's
     features are resampled to that many steps (the fixed-length protocol of ActivityNet); with
-    `actionness`, every action is of one class, "action" (labels come from a classifier).
+    `actionness`, every action is of one class, "action" (labels come from a classifier). Each
+    store must record the attributes `expect` (this run's settings), else it is refused naming
+    the one that differs.
 
     Videos the index lists as missing (imported features with `missing: skip`) are left out
     with a warning; stores built with different settings are an error.
@@ -70,7 +72,7 @@ def load(index_path, annotations_path, subset, steps=None, actionness=False):
                          f"{annotations_path}, e.g. {', '.join(absent[:5])}; rerun the cache stage")
     videos, first = [], None
     for name in sorted(set(entries) - set(skipped)):
-        cache = open_cache(index["stores"][name]["path"])
+        cache = open_cache(index["stores"][name]["path"], expect)
         first = first or cache
         check_alike(cache, first)
         videos.append(CachedVideo(name, cache, entries[name]["duration"],
