@@ -51,3 +51,31 @@ def test_a_slurm_job_names_itself_in_the_log(tmp_path, monkeypatch, caplog):
     with caplog.at_level("INFO"):
         assert cli.main(annotations_args(tmp_path)) == 0
     assert "actloc annotations: SLURM job 4242 on " in caplog.text
+
+
+def test_a_store_finished_before_its_chunk_is_killed_keeps_its_record(tmp_path, source_video, monkeypatch):
+    import pytest
+
+    from actloc.stages import cache
+
+    for name in ("one", "two"):
+        assert cli.main(["decode", source_video, "--out-dir", tmp_path / "videos", "--names", name, "--fps", "10",
+                         "--short-side", "64"]) == 0
+    assert cli.main(["backbone", "--name", "t", "--preset", "tiny", "--pixels", "32", "--out",
+                     tmp_path / "b.json"]) == 0
+    finish, finished = cache.StoreWriter.finish, []
+
+    def killed_at_the_second(self, **attrs):
+        if finished:
+            raise KeyboardInterrupt  # as a kill -9 of the chunk job, midway
+        finished.append(1)
+        return finish(self, **attrs)
+
+    monkeypatch.setattr(cache.StoreWriter, "finish", killed_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(["cache", tmp_path / "videos" / "one.mp4", tmp_path / "videos" / "two.mp4", "--backbone",
+                  tmp_path / "b.json", "--out-dir", tmp_path / "stores", "--batch", "4"])
+    record = json.loads(provenance.path_of(tmp_path / "stores" / "one.zarr").read_text())
+    assert record["command"][:2] == ["actloc", "cache"] and record["file"] == "one.zarr"
+    assert not (tmp_path / "stores" / "two.zarr").exists()
+    assert not provenance.path_of(tmp_path / "stores" / "two.zarr").exists()

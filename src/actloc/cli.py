@@ -188,7 +188,8 @@ def cmd_decode(args):
                                                                           "an annotations.json")["database"].items()
                   if entry.get("duration")}
     infos, written = decode.normalize_all(names, args.sources, args.out_dir, args.fps, args.short_side,
-                                          args.ffmpeg_threads, args.damage, stated, args.duration_tolerance)
+                                          args.ffmpeg_threads, args.damage, stated, args.duration_tolerance,
+                                          args.record)
     for name, info in infos.items():
         log.info("%s: %d frames at %g fps, %dx%d", name, info["frames"], info["fps"], info["width"], info["height"])
     log.info("%s: %d videos, %d decoded now", args.out_dir, len(infos), len(written) // 2)
@@ -225,7 +226,8 @@ def cmd_cache(args):
     videos = [Path(video) for video in args.videos]
     outs = {video: Path(args.out_dir) / f"{video.stem}.zarr" for video in videos}
     attrs, written = cache.build_all(videos, list(outs.values()), backbone.read_description(args.backbone),
-                                     args.snippet_frames, args.stride, args.batch, args.device, args.threads)
+                                     args.snippet_frames, args.stride, args.batch, args.device, args.threads,
+                                     args.record)
     for video, out in outs.items():
         log.info("%s: %d snippets x %d layers x %d channels", out, attrs[video]["snippets"],
                  len(attrs[video]["layers"]), attrs[video]["channels"])
@@ -649,7 +651,7 @@ def check_outputs(args):
 
 def settings_of(args):
     """The command's options for its provenance record, --settings as the JSON it holds."""
-    settings = {key: value for key, value in vars(args).items() if key not in ("func", "command", "outputs")}
+    settings = {key: value for key, value in vars(args).items() if key not in ("func", "command", "outputs", "record")}
     if "settings" in settings:
         settings["settings"] = settings_option(settings["settings"])
     return settings
@@ -666,6 +668,8 @@ def main(argv=None):
         import torch
 
         torch.set_num_threads(args.threads)
+    # Per-video stages record each output as it is done: what a killed job finished keeps its record.
+    args.record = lambda paths: provenance.write(args.command, argv[1:], settings_of(args), paths)
     try:
         check_outputs(args)
         outputs = args.func(args)

@@ -121,11 +121,13 @@ def decoded_info(video):
     return probed["fps"], probed["frames"], decode.source_record(video)
 
 
-def build_all(videos, outs, settings, snippet_frames=16, stride=4, batch=8, device="auto", threads=None):
+def build_all(videos, outs, settings, snippet_frames=16, stride=4, batch=8, device="auto", threads=None,
+              on_written=None):
     """Run the backbone described by `settings` (the JSON of `actloc backbone`) over each decoded
     video into its store (`outs`, in the same order), loading the backbone once. A store already
     complete with these settings is kept. Returns ({video path: the store's attributes}, in the
-    order given, and the stores written). `threads`: ffmpeg's, decoding the videos."""
+    order given, and the stores written). `threads`: ffmpeg's, decoding the videos; `on_written`
+    is called with each store as soon as it is complete."""
     videos, outs = [Path(v) for v in videos], [Path(o) for o in outs]
     expect, attrs, todo = {}, {}, []
     for video, out in zip(videos, outs):
@@ -173,6 +175,8 @@ def build_all(videos, outs, settings, snippet_frames=16, stride=4, batch=8, devi
                     bar.update(len(clips))
                 attrs[video] = writer.finish(preset=settings["preset"], video=video.stem,
                                              **{k: v for k, v in expect[video].items() if k not in writer.KNOWN})
+            if on_written:  # each store's record with it: a killed chunk's finished stores keep theirs
+                on_written([out])
     return {video: attrs[video] for video in videos}, [out for _, out in todo]
 
 

@@ -248,11 +248,11 @@ def normalize(source, out, fps, short_side, threads=None, damage="error", stated
 
 
 def normalize_all(videos, sources, out_dir, fps, short_side, threads=None, damage="error", stated=None,
-                  tolerance=DURATION_TOLERANCE):
+                  tolerance=DURATION_TOLERANCE, on_written=None):
     """Decode each of `sources` to `out_dir`/<video>.mp4 (+ .json), skipping those already
     done at these settings; a video whose dataset states its duration (`stated`: {video:
-    seconds}) must decode to it within `tolerance` (check_duration). Returns ({video: its
-    JSON}, the paths written)."""
+    seconds}) must decode to it within `tolerance` (check_duration); `on_written` is called with
+    each video's files as soon as they are complete. Returns ({video: its JSON}, the paths written)."""
     stated = stated or {}
     if len(videos) != len(sources):
         raise InputError(f"decode: {len(videos)} video names for {len(sources)} sources")
@@ -263,6 +263,8 @@ def normalize_all(videos, sources, out_dir, fps, short_side, threads=None, damag
         if infos[video] is None:
             infos[video] = normalize(source, out, fps, short_side, threads, damage, stated.get(video), tolerance)
             written += [out, info_path(out)]
+            if on_written:  # the video's records with it: a killed chunk's finished videos keep theirs
+                on_written([out, info_path(out)])
         else:
             check_duration(source, infos[video]["duration"], stated.get(video), tolerance)
     return infos, written
