@@ -450,3 +450,12 @@ def test_a_video_far_from_the_duration_its_dataset_states_is_refused_before_cach
     assert decode.check_duration("x", 9.0, 10.5, 0.05) is None
     with pytest.raises(decode.InputError, match="decodes to 9.00 s, but its dataset states 12.00 s"):
         decode.check_duration("x", 9.0, 12.0, 0.05)
+
+
+def test_a_source_gone_since_its_earlier_decode_is_one_line(tmp_path, capfd, source_video):
+    (tmp_path / "x.mp4").write_bytes(source_video.read_bytes())
+    code, lines = actloc(capfd, *decode_args(tmp_path / "x.mp4", tmp_path / "out"))
+    assert code == 0, lines
+    (tmp_path / "x.mp4").unlink()
+    fails_cleanly(capfd, tmp_path / "out", *decode_args(tmp_path / "x.mp4", tmp_path / "out"),
+                  says=r"^actloc decode: error: \S+x.mp4: video not found$")

@@ -147,6 +147,15 @@ def test_reads_windows_and_layers(store):
         c.read(layers=[2])
 
 
+def test_bf16_runs_the_backbone_under_autocast_and_stays_near_fp32(video, settings, store, tmp_path):
+    attrs = cache.build(video, tmp_path / "bf16.zarr", dict(settings, precision="bf16"), batch=4)
+    assert attrs["precision"] == "bf16"
+    fp32, bf16 = (stores.open_cache(path).read(temporal=True) for path in (store, tmp_path / "bf16.zarr"))
+    for name in ("pooled", "temporal"):
+        assert not torch.equal(bf16[name], fp32[name])  # bfloat16 arithmetic, not float32 relabelled
+        torch.testing.assert_close(bf16[name], fp32[name], atol=0.05, rtol=0.05)  # bfloat16's 8 bits of mantissa
+
+
 def test_build_batches_wider_than_the_video_and_without_temporal(video, settings, tmp_path):
     plain = dict(settings, temporal=False)
     attrs = cache.build(video, tmp_path / "a.zarr", plain, stride=16, batch=64)

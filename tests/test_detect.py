@@ -71,6 +71,11 @@ def test_the_workflow_detects_in_a_folder_of_videos_with_another_datasets_model(
     assert list(detected) == ["my_video"]
     assert by_segment(detected["my_video"]) == by_segment(inferred["demo_test_000"])
     assert (trained / "results/mine/losa/detect/my_video.png").is_file()
+    # Its page links the video decoded for detection; the trained dataset's page its test video.
+    done = snakemake(trained, "results/mine/losa/view.html", "views")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert '"src":"detect/cache/videos/my_video.mp4"' in (trained / "results/mine/losa/view.html").read_text()
+    assert '"src":"../videos/demo_test_000.mp4"' in (trained / "results/demo/losa/view.html").read_text()
 
 
 @pytest.mark.slow

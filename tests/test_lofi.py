@@ -2,6 +2,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -251,3 +252,19 @@ def test_bad_lofi_settings_are_clear_errors():
     assert full["lofi"]["fidelity"] == "cyclic" and full["lofi"]["trainable_blocks"] == 2
     assert full["head"]["width"] == 16 and full["head"]["sigma"] == HeadConfig().sigma
     assert full["train"]["epochs"] == TrainConfig().epochs
+
+
+def test_a_bf16_backbone_trains_stage_a_under_autocast_near_its_fp32_losses(decoded, tmp_path):
+    index, annotations, base = decoded
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        description = tmp_path / f"{precision}.json"
+        write_json(description, backbone.describe("tiny", "tiny", pixels=PIXELS, layers=[2, 4], precision=precision))
+        out = tmp_path / precision
+        one_epoch = settings(fidelity="T") | {"train": {"epochs": 1, "warmup_epochs": 0, "lr": 1e-3}}
+        lofi.train_stage_a(index, annotations, "training", one_epoch, description, "tuned",
+                           out / "backbone.pth", out / "backbone.json", out / "log.csv", out / "stage_a.json",
+                           device="cpu")
+        losses[precision] = pd.read_csv(out / "log.csv")["loss"].iloc[0]  # the first epoch: before they drift apart
+    assert losses["bf16"] != losses["fp32"]  # bfloat16 arithmetic in the forward
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)

@@ -711,3 +711,15 @@ def test_a_cache_kept_by_touch_from_another_stride_is_refused_naming_the_setting
              if "error" in line]
     assert len(lines) == 1 and "built with other settings (stride is 4 where this run's settings say 8)" in lines[0]
     assert lines[0].endswith("delete it and rerun the cache stage (snakemake --forcerun cache ...)")
+
+
+@pytest.mark.slow
+def test_the_datasets_ambiguous_setting_reaches_the_evaluate_command(tiny_run, tmp_path):
+    shutil.copytree(tiny_run, tmp_path, dirs_exist_ok=True)
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    config["datasets"]["demo"]["ambiguous"] = "ignore"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    done = snakemake(tmp_path, "-n", "-p", "results/demo/head_only/map.csv")
+    assert done.returncode == 0, done.stderr[-3000:]
+    commands = [line for line in (done.stdout + done.stderr).splitlines() if "actloc evaluate" in line]
+    assert len(commands) == 1 and "--ambiguous ignore" in commands[0]

@@ -259,6 +259,8 @@ def normalize_all(videos, sources, out_dir, fps, short_side, threads=None, damag
     out_dir, infos, written = Path(out_dir), {}, []
     for video, source in zip(progress(videos, desc="decode", unit="video", disable=len(videos) < 2), sources):
         out = out_dir / f"{video}.mp4"
+        if not Path(source).is_file():  # even where an earlier decode of that name is there
+            raise InputError(f"{source}: video not found")
         infos[video] = done(source, out, fps, short_side, damage)
         if infos[video] is None:
             infos[video] = normalize(source, out, fps, short_side, threads, damage, stated.get(video), tolerance)
