@@ -81,11 +81,11 @@ def check_dataset(config, ds, d):
     if d["backbone"] not in list(config["backbones"]) + list(features):
         raise ConfigError(f"{where} uses backbone {d['backbone']!r}, which is neither under backbones nor under "
                           "its features")
-    features = imported(d)
-    if features:
+    published = imported(d)
+    if published:
         try:
-            check_protocol(features.get("frames", d["snippets"]["frames"]),
-                           features.get("stride", d["snippets"]["stride"]), 1)
+            check_protocol(published.get("frames", d["snippets"]["frames"]),
+                           published.get("stride", d["snippets"]["stride"]), 1)
         except ValueError as err:
             raise ConfigError(f"{where}: features.{d['backbone']}: {err}") from None
     else:
@@ -124,9 +124,9 @@ def check_dataset(config, ds, d):
 
 def cache_holds(entry):
     """What a dataset's cache holds: a backbone's config entry, or None for imported features."""
-    if entry is None:
-        return {"layers": "one layer", "temporal": False, "tokens": False, "videos": False}
-    return {"layers": "every tapped layer", "temporal": entry["temporal"], "tokens": "tokens" in entry, "videos": True}
+    if entry is None:  # one layer, no tokens, no videos
+        return {"temporal": False, "tokens": False, "videos": False}
+    return {"temporal": entry["temporal"], "tokens": "tokens" in entry, "videos": True}
 
 
 def check_detect_dataset(config, ds, d):
@@ -171,8 +171,8 @@ def check_reads(where, method, kind, backbone, entry):
 def method_settings(config, dataset, method):
     """`actloc train --settings` from config.yaml: the method's type and own settings, the
     dataset's head and decode settings, and the dataset's training settings overridden by the
-    method's. A LoFi
-    method's head trains on its tuned backbone's cache exactly as head_only (stage B)."""
+    method's. A LoFi method's head trains on its tuned backbone's cache exactly as head_only
+    (stage B)."""
     entry, data_entry = config["methods"][method], config["datasets"][dataset]
     kind = "head_only" if entry["type"] == "lofi" else entry["type"]
     name = kind.rsplit(".", 1)[-1]  # a method's own entry is named after it

@@ -212,7 +212,9 @@ def per_method(name):
 def expected_stores(wildcards):
     """`--expect`: what the stores a method trains on record, as config.yaml says now (a cache
     kept by `snakemake --touch` from other settings is then refused, not read)."""
-    return json.dumps(cache_settings(config, wildcards.ds, wildcards.method), sort_keys=True)
+    return json.dumps(
+        cache_settings(config, wildcards.ds, wildcards.method), sort_keys=True
+    )
 
 
 def train_settings(wildcards):
