@@ -194,7 +194,7 @@ def test_demo_dag_runs_to_the_table_and_reruns_nothing(tiny_run, tmp_path):
     for name in ("map_vs_tiou", "per_class_ap", "timelines"):
         assert (results / "plots" / f"{name}.png").read_bytes().startswith(b"\x89PNG")
     record = json.loads((results / "losa" / "model.pt.provenance.json").read_text())
-    assert record["settings"]["settings"]["train"] == {"epochs": 2, "warmup_epochs": 1}
+    assert record["settings"]["settings"]["train"] == {"epochs": 30, "warmup_epochs": 1, "lr": 0.003}
     assert record["command"][1] == "train"
     for path in (results / "losa" / "detections.json", results / "map.csv", results / "cache" / "tiny.json"):
         assert json.loads(provenance.path_of(path).read_text())["file"] == path.name
