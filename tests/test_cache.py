@@ -191,7 +191,7 @@ def test_truncated_and_damaged_stores_are_never_read_as_complete(store, tmp_path
     damaged = copy_store(store, tmp_path / "damaged.zarr")
     shard = shard_file(damaged, "pooled")
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
-    with pytest.raises(InputError, match="pooled (cannot be read|has missing chunks)"):
+    with pytest.raises(InputError, match="pooled(, layer 1, snippets 0-14)? (cannot be read|has missing chunks)"):
         stores.open_cache(damaged).read()
     shutil.rmtree(damaged / "temporal")
     with pytest.raises(InputError, match="array 'temporal' missing"):
@@ -356,3 +356,27 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="no CUDA device"):
             engine_device.resolve_device("cuda")
+
+
+def test_every_flipped_byte_of_a_chunk_is_an_error_naming_the_store_array_and_snippets(tmp_path):
+    """Each chunk carries a CRC-32C: of 20 single-byte flips anywhere in a store's chunks, none
+    reads back as values (format 1 stores let most through as wrong numbers)."""
+    from conftest import write_store
+
+    rng = np.random.default_rng(0)
+    pooled = rng.normal(size=(2, 600, 8)).astype(np.float32)
+    found = set()
+    for trial in range(20):
+        path = tmp_path / f"s{trial}.zarr"
+        write_store(path, pooled, video="v")
+        shard = path / "pooled" / "c" / "0" / "0" / "0"
+        data = bytearray(shard.read_bytes())
+        data[int(rng.integers(0, len(data) - 6 * 16 - 4))] ^= 0x10  # in the chunks, not the shard's index
+        shard.write_bytes(bytes(data))
+        with pytest.raises(InputError) as caught:
+            stores.open_cache(path).read()
+        message = str(caught.value)
+        assert message.startswith(f"{path}: pooled, layer ") and "delete the store and rerun the cache stage" in message
+        found.add(message.split("pooled, ")[1].split(" cannot")[0])
+    assert {"layer 1, snippets 0-255", "layer 2, snippets 512-599"} <= found  # each chunk named by its snippets
+    assert stores.open_cache(path).attrs["actloc_cache"] == 2
