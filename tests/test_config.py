@@ -172,7 +172,7 @@ def test_the_modules_the_snakefile_imports_do_not_import_torch():
 def test_the_stores_a_method_reads_are_expected_as_config_says(shipped):
     assert cfg.cache_settings(shipped, "demo", "losa") == {
         "backbone": "tiny-random", "layers": [1, 2, 3, 4], "pixels": 16, "temporal": True, "snippet_frames": 16,
-        "stride": 4, "fps": 10, "identity": "random:0"}
+        "stride": 4, "fps": 10, "identity": "random:0", "block_tokens": {"block": 2, "grid": 1}}
     lofi = cfg.cache_settings(shipped, "demo-full", "lofi")
     assert lofi["backbone"] == "lofi" and "identity" not in lofi  # its tuned backbone, hashed once tuned
     vitg = cfg.cache_settings(shipped, "thumos", "losa")

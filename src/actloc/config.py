@@ -9,7 +9,7 @@ import shlex
 from pathlib import Path
 
 from . import datasets, methods
-from .backbones.presets import PRESETS, TUBELET, default_layers
+from .backbones.presets import DEFAULT_TOKEN_GRID, PRESETS, TUBELET, default_layers
 from .settings import LofiConfig, LosaConfig, PartialConfig, TrainConfig, head_config
 from .store.snippets import check_protocol
 
@@ -279,6 +279,10 @@ def cache_settings(config, ds, method):
               "snippet_frames": d["snippets"]["frames"], "stride": d["snippets"]["stride"], "fps": d["decode"]["fps"]}
     if "checkpoint" not in entry and not lofi:  # a checkpoint's identity is its hash, known once read
         expect["identity"] = f"random:{entry['seed']}"
+    if "tokens" in entry and not lofi:  # the block and grid the token cache holds (its other keys: the checkpoint's)
+        tokens, grid = entry["tokens"], expect["pixels"] // preset.patch
+        expect["block_tokens"] = {"block": tokens.get("block", preset.depth // 2),
+                                  "grid": tokens.get("grid", min(DEFAULT_TOKEN_GRID, grid))}
     return expect
 
 

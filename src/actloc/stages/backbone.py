@@ -1,7 +1,7 @@
 """Backbone stage: load and check a backbone once, and record what the cache stage needs to
 rebuild it (settings, the weights' identity, the loading report) as JSON."""
 
-from ..backbones.presets import default_layers
+from ..backbones.presets import DEFAULT_TOKEN_GRID, default_layers
 from ..backbones.videomae import load
 from ..io import InputError, read_json, sha256
 
@@ -12,9 +12,6 @@ def identity(checkpoint=None, seed=0):
 
 
 SETTINGS = ("name", "preset", "checkpoint", "seed", "identity", "layers", "pixels", "temporal", "precision")
-
-
-DEFAULT_TOKEN_GRID = 4  # 16 tokens a tubelet step: ViT-g's 0.36 MB a snippet, not 5.8 at its full 16 x 16
 
 
 def describe(name, preset_name, checkpoint=None, seed=0, pixels=None, layers=None, temporal=True,
