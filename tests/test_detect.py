@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from actloc.io import InputError
+from actloc.io import InputError, video_files
 from actloc.stages import demo_data, detect
 from actloc.stages.evaluate import tiou
 from conftest import ROOT, env_with_actloc
@@ -108,11 +108,11 @@ def test_refusals_are_one_line_and_the_good_videos_are_still_done(trained, tmp_p
 def test_a_folder_stands_for_its_videos_and_two_of_one_name_are_refused(tmp_path):
     for name in ("b.mp4", "a.mkv", "notes.txt"):
         (tmp_path / name).touch()
-    assert [p.name for p in detect.video_files([tmp_path])] == ["a.mkv", "b.mp4"]
+    assert [p.name for p in video_files([tmp_path])] == ["a.mkv", "b.mp4"]
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "a.mp4").touch()
     with pytest.raises(InputError, match="two videos named a"):
-        detect.video_files([tmp_path, tmp_path / "sub"])
+        video_files([tmp_path, tmp_path / "sub"])
 
 
 def test_thresholds_keep_the_best_above_the_floor():

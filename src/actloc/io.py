@@ -193,6 +193,27 @@ def video_paths(annotations, folder, suffix, subsets=None, allow_missing=False):
     return {video: path for video, path in paths.items() if video not in missing}, missing
 
 
+def video_files(paths):
+    """The video files among `paths`, a folder standing for the videos in it (sorted); two of one
+    name are refused, since outputs are named after the video."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+            if not found:
+                raise InputError(f"{path}: a folder with no video in it ({', '.join(VIDEO_SUFFIXES)})")
+            files += found
+        else:
+            files.append(path)
+    names = {}
+    for file in files:
+        if file.stem in names:
+            raise InputError(f"{file} and {names[file.stem]}: two videos named {file.stem}; outputs are named "
+                             "after the video, give one of them")
+        names[file.stem] = file
+    return files
+
+
 def find_video(folder, stem):
     """folder/stem with the first video suffix that exists there, else folder/stem.mp4."""
     for suffix in VIDEO_SUFFIXES:

@@ -161,11 +161,15 @@ def backbone_args(wildcards):
     return backbone_options(config["backbones"][wildcards.backbone])
 
 
-def backbone_json(wildcards):
+def backbone_description(ds, backbone):
     """What `actloc backbone` wrote for a backbone: LoFi's tuned one comes from its stage A."""
-    if wildcards.backbone in LOFI:
-        return f"results/{wildcards.ds}/{wildcards.backbone}/backbone.json"
-    return f"results/backbones/{wildcards.backbone}.json"
+    if backbone in LOFI:
+        return f"results/{ds}/{backbone}/backbone.json"
+    return f"results/backbones/{backbone}.json"
+
+
+def backbone_json(wildcards):
+    return backbone_description(wildcards.ds, wildcards.backbone)
 
 
 def base_backbone(wildcards):
@@ -263,9 +267,8 @@ def detect_model(wildcards):
 def detect_backbone(wildcards):
     """The backbone JSON that built that model's cache: LoFi's tuned one, else its dataset's."""
     model = dataset(wildcards)["model"]
-    if wildcards.method in LOFI:
-        return f"results/{model}/{wildcards.method}/backbone.json"
-    return f"results/backbones/{config['datasets'][model]['backbone']}.json"
+    backbone = wildcards.method if wildcards.method in LOFI else config["datasets"][model]["backbone"]
+    return backbone_description(model, backbone)
 
 
 def detect_backbone_entry(wildcards):

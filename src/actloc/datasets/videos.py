@@ -4,7 +4,7 @@ ground truth; its duration is what decoding finds."""
 
 from pathlib import Path
 
-from ..io import VIDEO_SUFFIXES, InputError
+from ..io import InputError, video_files
 
 # A model trained on another dataset detects here (config.yaml's `model`): it has no classes of its own.
 SUBSET = "testing"
@@ -15,13 +15,6 @@ def load(source, out_of_range="error"):
     folder = Path(source)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder of videos")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
-    if not files:
-        raise InputError(f"{folder}: no video in it ({', '.join(VIDEO_SUFFIXES)})")
-    database = {}
-    for file in files:
-        if file.stem in database:
-            raise InputError(f"{file}: a second video named {file.stem} in {folder}; outputs are named after the video")
-        database[file.stem] = {"subset": SUBSET, "duration": None, "fps": None, "file": file.stem, "annotations": [],
-                               "ambiguous": []}
+    database = {file.stem: {"subset": SUBSET, "duration": None, "fps": None, "file": file.stem, "annotations": [],
+                            "ambiguous": []} for file in video_files([folder])}
     return {"classes": [], "database": database}

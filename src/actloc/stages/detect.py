@@ -13,7 +13,7 @@ import torch
 
 from .. import classifier as external
 from ..engine.device import resolve_device
-from ..io import VIDEO_SUFFIXES, InputError, read_json, remove, write_json, write_text
+from ..io import InputError, read_json, remove, video_files, write_text
 from ..methods import detector
 from ..progress import progress
 from ..store.stores import open_cache
@@ -22,29 +22,9 @@ from . import plots
 from .backbone import read_description
 from .cache import build_all, protocol_attrs
 from .decode import normalize_all
-from .infer import detect as detect_video
+from .infer import detect as detect_video, write_results
 
 log = logging.getLogger(__name__)
-
-
-def video_files(paths):
-    """The video files among `paths`, a folder standing for the videos in it (sorted)."""
-    files = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
-            if not found:
-                raise InputError(f"{path}: a folder with no video in it ({', '.join(VIDEO_SUFFIXES)})")
-            files += found
-        else:
-            files.append(path)
-    names = {}
-    for file in files:
-        if file.stem in names:
-            raise InputError(f"{file} and {names[file.stem]}: two videos named {file.stem}; outputs are named "
-                             "after the video, give one of them")
-        names[file.stem] = file
-    return files
 
 
 def decode_settings(model_path, saved, fps=None, short_side=None):
@@ -103,7 +83,7 @@ def thresholded(detections, top_k=None, min_score=None):
 def write_outputs(out_dir, name, detections, duration):
     """<name>.json (ActivityNet result form), <name>.csv and <name>.png in `out_dir`."""
     out_dir = Path(out_dir)
-    write_json(out_dir / f"{name}.json", {"version": "actloc", "results": {name: detections}, "external_data": {}})
+    write_results(out_dir / f"{name}.json", {name: detections})
     rows = [(d["segment"][0], d["segment"][1], d["label"], d["score"]) for d in detections]
     write_text(out_dir / f"{name}.csv", pd.DataFrame(rows, columns=["start", "end", "label", "score"])
                .to_csv(index=False))
@@ -168,5 +148,5 @@ def merge(manifests, out):
     for manifest in manifests:
         for video, path in read_json(manifest).items():
             results[video] = read_json(path, ("results",), "a detections JSON written by actloc detect")["results"][video]
-    write_json(out, {"version": "actloc", "results": dict(sorted(results.items())), "external_data": {}})
+    write_results(out, dict(sorted(results.items())))
     return len(results)

@@ -45,6 +45,11 @@ def write_features(net, video, folder, identity):
                 inputs["temporal"].numpy() if "temporal" in inputs else None, **attrs)
 
 
+def write_results(out, results):
+    """{video: detections} as an ActivityNet result file."""
+    write_json(out, {"version": "actloc", "results": results, "external_data": {}})
+
+
 def run(model_path, index, annotations, subset, out, device="auto", features=None, classifier=None, expect=None):
     """The `actloc infer` command: write detections.json, return how many segments it holds.
     `features`: a folder where a method that tunes the backbone (partial) also writes each
@@ -87,5 +92,5 @@ def run(model_path, index, annotations, subset, out, device="auto", features=Non
             write_features(net, video, features, identity)
     if features:
         cache.write_index(annotations, features, f"{Path(features)}.json", [subset])
-    write_json(out, {"version": "actloc", "results": results, "external_data": {}})
+    write_results(out, results)
     return sum(map(len, results.values()))

@@ -103,8 +103,9 @@ def timelines(methods, detections_jsons, annotations, subset, out, videos=3, min
         truth = ground_truth_table(dataset, subset)
     except InputError as err:
         raise InputError(f"{annotations}: {err}") from None
+    tested = set(truth["video"])
     durations = {video: entry["duration"] or truth.loc[truth["video"] == video, "end"].max()
-                 for video, entry in dataset["database"].items() if video in set(truth["video"])}
+                 for video, entry in dataset["database"].items() if video in tested}
     seconds = float(np.clip(8 * (truth["end"] - truth["start"]).median(), 20, 120))
     chosen = choose_windows(truth, durations, videos, seconds)
     found = {method: prediction_table(read_json(path), path) for method, path in zip(methods, detections_jsons)}
@@ -116,18 +117,17 @@ def timelines(methods, detections_jsons, annotations, subset, out, videos=3, min
             shown = shown[(shown["video"] == video) & (shown["score"] >= min_score) & (shown["end"] > start)
                           & (shown["start"] < end)]
             lanes.append(shown.sort_values("score", ascending=False, kind="stable").head(per_lane))
-        panels_lanes.append([lane.sort_values("start", kind="stable") for lane in lanes])
-    shown_classes = sorted({label for lanes in panels_lanes for lane in lanes for label in lane["label"]})
+        lanes = [lane.sort_values("start", kind="stable") for lane in lanes]
+        panels_lanes.append([(lane, packed_rows(zip(lane["start"], lane["end"]))) for lane in lanes])
+    shown_classes = sorted({label for lanes in panels_lanes for lane, _ in lanes for label in lane["label"]})
     colour = {label: CLASS_COLOURS[i % len(CLASS_COLOURS)] for i, label in enumerate(shown_classes)}
     names = ["ground truth", *methods]
-    heights = [sum(1 + max(packed_rows(zip(lane["start"], lane["end"])) or [0]) for lane in lanes) + 0.6 * len(lanes)
-               for lanes in panels_lanes]
+    heights = [sum(1 + max(rows or [0]) for _, rows in lanes) + 0.6 * len(lanes) for lanes in panels_lanes]
     figure, panels = plt.subplots(len(chosen), 1, figsize=(11, 1 + 0.42 * sum(heights)), squeeze=False,
                                   gridspec_kw={"height_ratios": heights})
     for axes, (video, start, end), lanes in zip(panels[:, 0], chosen, panels_lanes):
         top, ticks = 0.0, []
-        for name, lane in zip(names, lanes):
-            rows = packed_rows(zip(lane["start"], lane["end"]))
+        for name, (lane, rows) in zip(names, lanes):
             depth = 1 + max(rows or [0])
             ticks.append((top + depth / 2, name))
             for (s, e, label, score), row in zip(lane[["start", "end", "label", "score"]].itertuples(index=False), rows):

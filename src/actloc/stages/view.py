@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..io import InputError, read_annotations, read_json, write_text
 from .evaluate import THRESHOLDS, prediction_table
+from .plots import CLASS_COLOURS
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def duration_of(video_path, entry, segments):
 
 
 def page_data(detections_path, videos_folder, out, annotations=None, subset="testing", preset="thumos"):
-    """What the page shows: {title, annotated, classes, thresholds, videos: [{name, src (relative
+    """What the page shows: {annotated, classes, colours (the plots'), thresholds, videos: [{name, src (relative
     to the page), duration, truth [[start, end, label]], detections [[start, end, label, score]]}]}."""
     if preset not in THRESHOLDS:
         raise InputError(f"unknown tIoU preset {preset!r}: expected one of {', '.join(THRESHOLDS)}")
@@ -54,7 +55,7 @@ def page_data(detections_path, videos_folder, out, annotations=None, subset="tes
     if absent:
         log.warning("%s: no decoded video for %d of %d videos (they show no picture): %s", videos_folder,
                     len(absent), len(names), ", ".join(absent[:10]))
-    return {"annotated": dataset is not None, "classes": classes,
+    return {"annotated": dataset is not None, "classes": classes, "colours": CLASS_COLOURS,
             "thresholds": [round(float(t), 2) for t in THRESHOLDS[preset]], "videos": videos}
 
 
