@@ -267,7 +267,11 @@ def detect_model(wildcards):
 def detect_backbone(wildcards):
     """The backbone JSON that built that model's cache: LoFi's tuned one, else its dataset's."""
     model = dataset(wildcards)["model"]
-    backbone = wildcards.method if wildcards.method in LOFI else config["datasets"][model]["backbone"]
+    backbone = (
+        wildcards.method
+        if wildcards.method in LOFI
+        else config["datasets"][model]["backbone"]
+    )
     return backbone_description(model, backbone)
 
 
