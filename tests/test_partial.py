@@ -26,7 +26,8 @@ def video(tmp_path_factory):
 
 
 def built(video, folder, grid):
-    """(backbone settings, the store's attributes, its full read) with block 2's tokens at `grid`."""
+    """(backbone settings, the store's attributes, its full read, float16 as stored) with block 2's
+    tokens at `grid`."""
     settings = backbone.describe("tiny-test", "tiny", pixels=PIXELS, layers=[1, 2, 3, 4],
                                  tokens={"block": 2, "grid": grid})
     attrs = cache.build(video, folder / "clip.zarr", settings, batch=4)
@@ -48,8 +49,8 @@ def partial_detector(settings, attrs, seed=0, **config):
 
 
 def upper_taps(net, read):
-    mask = torch.ones(1, read["pooled"].shape[2], dtype=torch.bool)
-    return net.features.upper_taps(read["pooled"], read["temporal"], read["block_tokens"], mask)
+    """The detector's inputs from a batch of one whole-video read (float16 as stored)."""
+    return net.inputs({**read, "mask": torch.ones(1, read["pooled"].shape[2], dtype=torch.bool)})
 
 
 def test_the_store_records_and_holds_the_block_tokens(full_grid):
@@ -64,10 +65,10 @@ def test_at_the_full_grid_the_recomputed_taps_are_the_cached_ones(full_grid):
     pooled, temporal = upper_taps(partial_detector(settings, attrs), read)
     for row in (2, 3):  # layers 3 and 4, above block 2
         # float16 tokens in, float16 activations cached: equal to float16 precision
-        torch.testing.assert_close(pooled[0, row], read["pooled"][0, row], rtol=2e-2, atol=2e-2)
-        torch.testing.assert_close(temporal[0, row], read["temporal"][0, row], rtol=2e-2, atol=2e-2)
-        assert not torch.equal(pooled[0, row], read["pooled"][0, row])  # recomputed, not copied
-    assert torch.equal(pooled[0, :2], read["pooled"][0, :2])  # the taps at or below block 2 are the cache's
+        torch.testing.assert_close(pooled[0, row], read["pooled"][0, row].float(), rtol=2e-2, atol=2e-2)
+        torch.testing.assert_close(temporal[0, row], read["temporal"][0, row].float(), rtol=2e-2, atol=2e-2)
+        assert not torch.equal(pooled[0, row], read["pooled"][0, row].float())  # recomputed, not copied
+    assert torch.equal(pooled[0, :2], read["pooled"][0, :2].float())  # the taps at or below block 2 are the cache's
 
 
 @torch.no_grad()
@@ -76,7 +77,7 @@ def test_untrained_adapters_pass_the_frozen_blocks_through_at_any_grid(video, tm
     net = partial_detector(settings, attrs)
     pooled, temporal = upper_taps(net, read)
     vit, _ = videomae.load("tiny")
-    tokens = read["block_tokens"][0, 0]  # (T, t, 1, C)
+    tokens = read["block_tokens"][0, 0].float()  # (T, t, 1, C)
     taps = vit.run_blocks(tokens.flatten(1, 2), (8, 1, 1), 2, [3, 4])
     for row, (tap, layer) in zip((2, 3), zip(taps, (3, 4))):
         torch.testing.assert_close(pooled[0, row], vit.pool(tap, layer), rtol=1e-5, atol=1e-5)

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -103,7 +104,7 @@ def test_a_fixed_length_video_reads_resampled_and_its_segments_map_back_to_secon
     assert video.length == 32 and same.length == video.cache.snippets > 32
     read = windows.KeptReads(memory_mb=16).read(video, 0, 32, None, True)
     assert read["pooled"].shape[1] == read["temporal"].shape[1] == 32
-    torch.testing.assert_close(read["pooled"], snippets.resampled(same.cache.read()["pooled"], 32), atol=1e-3, rtol=0)
+    torch.testing.assert_close(read["pooled"], snippets.resampled(same.cache.read()["pooled"].float(), 32), atol=1e-3, rtol=0)
     truth = read_json(annotations)["database"][video.name]["annotations"]
     seconds = video.seconds(video.segments)
     torch.testing.assert_close(seconds, torch.tensor([a["segment"] for a in truth]), atol=1e-5, rtol=0)
@@ -214,7 +215,7 @@ def test_kept_reads_equal_the_stores_and_read_each_once_while_they_fit(synthetic
         for video in videos:
             got = kept.read(video, 3, 11, None, True)
             want = video.cache.__class__.read(video.cache, 3, 11, None, True)
-            assert all(torch.equal(got[k], want[k]) for k in want) and got["pooled"].dtype == torch.float32
+            assert all(torch.equal(got[k], want[k]) for k in want) and got["pooled"].dtype == torch.float16  # as stored
     assert len(calls) == len(videos)  # each video read from its store once, whole
     none_kept = windows.KeptReads(memory_mb=0)
     calls.clear()
@@ -268,3 +269,111 @@ def test_infer_refuses_a_model_of_other_classes_cache_or_labelling(tmp_path, syn
             "changed.pt: trained for actionness: give the video-level classifier that labels its proposals")
     infer.run(out / "model.pt", index, annotations, "training", tmp_path / "d.json", "cpu")  # its own: fine
     assert read_json(tmp_path / "d.json")["results"]
+
+
+def demoted(path, format_):
+    """Make a store as an older actloc wrote it: no moments (formats 1 and 2)."""
+    import shutil
+
+    import zarr
+
+    group = zarr.open_group(path, mode="r+")
+    attrs = {key: value for key, value in group.attrs.items() if key != "moments"} | {"actloc_cache": format_}
+    group.attrs.clear()
+    group.attrs.update(attrs)
+    for name in ("pooled", "temporal"):
+        shutil.rmtree(path / f"moments_{name}")
+
+
+@pytest.mark.parametrize("method", ["head_only", "losa"])
+def test_recorded_moments_equal_a_float64_fit_over_the_stores_activations(tmp_path, monkeypatch, method):
+    from conftest import write_store
+    from actloc.store import stores
+
+    monkeypatch.setattr(stores, "CHUNK", 64)  # stores of several shards, each adding its moments
+    rng = np.random.default_rng(1)
+    paths = []
+    for i, length in enumerate((150, 64, 200)):
+        pooled = rng.normal(3, 2, (3, length, 16)).astype(np.float32) * rng.uniform(0.1, 10, 16).astype(np.float32)
+        temporal = pooled[:, :, None] + rng.normal(0, 1, (3, length, 4, 16)).astype(np.float32)
+        paths.append(tmp_path / f"v{i}.zarr")
+        write_store(paths[-1], pooled, temporal, video=f"v{i}")
+    caches = [stores.open_cache(path) for path in paths]
+    assert caches[2].group["pooled"].shards == (3, 64, 16)  # four shards for 200 snippets
+
+    def fitted(parts_or_reads, recorded):
+        net = detector.Detector(method, 16, 3, 2, HeadConfig(width=8, levels=1, regression_ranges=((0, 1e4),)),
+                                LosaConfig(reduction=1, heads=2) if method == "losa" else None)
+        (net.set_standardisation if recorded else net.fit_standardisation)(parts_or_reads)
+        return {name: getattr(net, name) for name in ("pooled_mean", "pooled_std", "temporal_mean", "temporal_std")}
+
+    what = {"layers": "last" if method == "head_only" else None, "temporal": method == "losa"}
+    recorded = fitted([cache.moments(**what) for cache in caches], recorded=True)
+    reads = [cache.read(**what) for cache in caches]
+    from_reads = fitted(reads, recorded=False)
+    # The reference: float64 mean and std over the concatenated float16 values, as read.
+    pooled = torch.cat([read["pooled"].double() for read in reads], 1)
+    torch.testing.assert_close(recorded["pooled_mean"], pooled.mean(1).float(), rtol=1e-6, atol=0)
+    torch.testing.assert_close(recorded["pooled_std"], pooled.std(1).float(), rtol=1e-6, atol=0)
+    for name, values in recorded.items():
+        torch.testing.assert_close(values, from_reads[name], rtol=1e-6, atol=0)
+    if method == "losa":
+        temporal = torch.cat([read["temporal"].flatten(1, 2).double() for read in reads], 1)
+        torch.testing.assert_close(recorded["temporal_std"], temporal.std(1).float(), rtol=1e-6, atol=0)
+    else:
+        assert recorded["pooled_mean"].shape == (1, 16)  # the last layer alone
+
+
+@pytest.mark.parametrize("format_", [1, 2])
+def test_stores_of_older_formats_train_from_their_activations_read_in_pieces(synthetic_dataset, tmp_path,
+                                                                              monkeypatch, caplog, format_):
+    """Formats 1 and 2 hold no moments: they are read (a piece at a time) and give the same fit."""
+    import shutil
+
+    index, annotations = synthetic_dataset
+    entries = read_json(index)
+    for name, entry in entries["stores"].items():
+        shutil.copytree(entry["path"], tmp_path / f"{name}.zarr")
+        entry["path"] = str(tmp_path / f"{name}.zarr")
+        demoted(tmp_path / f"{name}.zarr", format_)
+    (tmp_path / "index.json").write_text(json.dumps(entries))
+    new, _ = windows.load(index, annotations, "training")
+    old, _ = windows.load(tmp_path / "index.json", annotations, "training")
+    assert old[0].cache.moments() is None and old[0].cache.read()["pooled"].shape == new[0].cache.read()["pooled"].shape
+    nets = [detector.Detector("losa", 8, 2, 3, HeadConfig(width=8, levels=1, regression_ranges=((0, 1e4),)),
+                              LosaConfig(reduction=1, heads=2)) for _ in range(2)]
+    train.fit_standardisation(nets[0], new, nets[0].reads)
+    pieces = []
+    for video in old:
+        real = video.cache.read
+        monkeypatch.setattr(video.cache, "read", lambda *a, real=real, **k: pieces.append(a[1] - a[0]) or real(*a, **k))
+    monkeypatch.setattr(train, "PIECE", 32)
+    with caplog.at_level("WARNING"):
+        train.fit_standardisation(nets[1], old, nets[1].reads)
+    assert f"cache format {format_} records no moments" in caplog.text and "rebuild the cache" in caplog.text
+    assert max(pieces) == 32 and sum(pieces) == sum(v.cache.snippets for v in old)  # every snippet, in pieces
+    for name in ("pooled_mean", "pooled_std", "temporal_mean", "temporal_std"):
+        torch.testing.assert_close(getattr(nets[0], name), getattr(nets[1], name), rtol=1e-6, atol=0)
+
+
+def test_batches_read_ahead_are_the_ones_read_in_step(synthetic_dataset):
+    from actloc.engine.ahead import ahead
+
+    index, annotations = synthetic_dataset
+    videos, _ = windows.load(index, annotations, "training")
+    cfg = TrainConfig(batch=4, max_length=40)
+    what = {"layers": None, "temporal": True, "tokens": False}
+    epochs = {}
+    for depth in (0, 2):
+        reads = windows.KeptReads(memory_mb=0.05)  # some videos kept, the others read a window at a time
+        generator = torch.Generator().manual_seed(7)
+        epochs[depth] = [batch for _ in range(3)
+                         for batch in ahead(train.batches(videos, what, cfg, 40, 4, reads, generator), depth)]
+        assert 0 < len(reads.kept) < len(videos)
+    assert len(epochs[0]) == len(epochs[2]) == 3 * 2
+    for sync, early in zip(epochs[0], epochs[2]):
+        assert sync["lengths"] == early["lengths"]
+        for name in ("pooled", "temporal", "mask"):
+            assert torch.equal(sync[name], early[name])
+        for (segments, labels), (segments2, labels2) in zip(sync["targets"], early["targets"]):
+            assert torch.equal(segments, segments2) and torch.equal(labels, labels2)

@@ -25,11 +25,13 @@ class TrainConfig:
     keep_fraction: float = 0.5  # a window keeps at least this much of some action
     seed: int = 0
     memory_mb: float = 4096  # cached activations kept in memory between epochs (data.KeptReads)
+    read_ahead: int = 2  # batches read and padded in the background while a step runs
     fixed_steps: int | None = None  # every video's features resampled to this length (ActivityNet's 192)
     actionness: bool = False  # one class for every action: labels come from a video-level classifier
 
     def __post_init__(self):
-        at_least = {"epochs": 1, "warmup_epochs": 0, "batch": 1, "max_length": 1, "weight_decay": 0, "memory_mb": 0}
+        at_least = {"epochs": 1, "warmup_epochs": 0, "batch": 1, "max_length": 1, "weight_decay": 0, "memory_mb": 0,
+                    "read_ahead": 0}
         if self.fixed_steps is not None:
             at_least["fixed_steps"] = 1
         for name, low in at_least.items():

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..io import InputError, atomic_path, first_line, load_weights
 from ..settings import HeadConfig, head_config, method_config
+from ..store import stores
 from . import get
 from .head import Head
 
@@ -43,32 +44,38 @@ class Detector(nn.Module):
         return (x - getattr(self, f"{name}_mean").view(shape)).div_(getattr(self, f"{name}_std").view(shape))
 
     @torch.no_grad()
-    def fit_standardisation(self, reads):
-        """Set the statistics from an iterable of Cache.read outputs (whole videos), streamed:
-        only running sums are kept, never the activations of every video at once."""
-        sums = {}
-        for read in reads:
-            for name, x in read.items():
-                x = x.flatten(1, -2).double()  # (L, n, C)
-                count, total, squares = sums.get(name, (0, 0.0, 0.0))
-                sums[name] = (count + x.shape[1], total + x.sum(1), squares + (x * x).sum(1))
-        for name, (count, total, squares) in sums.items():
+    def set_standardisation(self, parts):
+        """Set the statistics from an iterable of moments ({name: (count, sum, sum of squares)},
+        see store.stores.moments): of stores as recorded, or of reads."""
+        totals = {}
+        for part in parts:
+            for name, value in part.items():
+                totals[name] = stores.combine([totals[name], value]) if name in totals else value
+        for name, (count, total, squares) in totals.items():
             mean = total / count
             variance = (squares / count - mean**2).clamp(min=0) * count / max(count - 1, 1)
             getattr(self, f"{name}_mean").copy_(mean)
             getattr(self, f"{name}_std").copy_(variance.sqrt().clamp(min=1e-6))
 
+    def fit_standardisation(self, reads):
+        """Set the statistics from an iterable of Cache.read outputs, streamed: only running
+        sums are kept, never the activations of every read at once."""
+        self.set_standardisation({name: stores.moments(x) for name, x in read.items()} for read in reads)
+
     def inputs(self, batch):
-        """The features' inputs before standardisation: the cached taps, those above the
-        block tokens recomputed from them by a method that reads them."""
+        """The features' inputs before standardisation, float32: the cached taps (float16 as
+        stored, converted where the batch is), those above the block tokens recomputed from
+        them by a method that reads them."""
+        pooled, temporal = batch["pooled"].float(), batch["temporal"]
+        temporal = None if temporal is None else temporal.float()
         if not self.tokens:
-            return batch["pooled"], batch["temporal"]
-        return self.features.upper_taps(batch["pooled"], batch["temporal"], batch["block_tokens"], batch["mask"])
+            return pooled, temporal
+        return self.features.upper_taps(pooled, temporal, batch["block_tokens"].float(), batch["mask"])
 
     @torch.no_grad()
     def read_inputs(self, read):
-        """`inputs` of one whole-video store read ({name: (L, T, ...)}), on the CPU: what the
-        standardisation is fitted on."""
+        """`inputs` of one store read ({name: (L, T, ...)}), on the CPU: what the standardisation
+        is fitted on where it cannot come from the stores' moments."""
         device = self.pooled_mean.device
         batch = {"temporal": None, "block_tokens": None} | {name: x[None].to(device) for name, x in read.items()}
         batch["mask"] = torch.ones(1, read["pooled"].shape[1], dtype=torch.bool, device=device)

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..engine import loop
+from ..engine.ahead import ahead
 from ..engine.device import make_deterministic, resolve_device
 from ..io import InputError
 from ..methods import detector
@@ -22,6 +23,36 @@ log = logging.getLogger(__name__)
 
 
 STATISTICS_VIDEOS = 64  # the input standardisation is estimated on at most this many training videos
+PIECE = 1024  # snippets read at a time where the standardisation is fitted on activations
+
+
+def fit_standardisation(net, videos, what):
+    """The detector's input standardisation from the first STATISTICS_VIDEOS videos: their
+    stores' recorded moments (milliseconds, whatever their length), or, for a method that
+    recomputes taps from the block tokens or stores without moments (formats 1 and 2), the
+    activations read PIECE snippets at a time."""
+    chosen = videos[:STATISTICS_VIDEOS]
+    recorded = [] if net.tokens else [video.cache.moments(what["layers"], what["temporal"]) for video in chosen]
+    if recorded and all(part is not None for part in recorded):
+        net.set_standardisation(recorded)
+        return
+    if not net.tokens:
+        log.warning("%s: a store of cache format %s records no moments: reading %d videos to fit the "
+                    "standardisation; rebuild the cache for a start without it", chosen[0].cache.path.parent,
+                    chosen[0].cache.attrs["actloc_cache"], len(chosen))
+    net.fit_standardisation(net.read_inputs(video.cache.read(start, min(start + PIECE, video.cache.snippets), **what))
+                            for video in chosen for start in range(0, video.cache.snippets, PIECE))
+
+
+def batches(videos, what, cfg, max_length, multiple, reads, generator):
+    """An epoch's padded batches (windows.collate): the videos in an order, and each one's window,
+    drawn from `generator`."""
+    order = torch.randperm(len(videos), generator=generator).tolist()
+    for first in range(0, len(order), cfg.batch):
+        chosen = [videos[i] for i in order[first:first + cfg.batch]]
+        spans = [windows.training_window(v.length, v.segments, max_length, generator, cfg.keep_fraction)
+                 for v in chosen]
+        yield windows.collate(chosen, spans, what, multiple, reads)
 
 
 def train(index, annotations, subset, settings, out_model, out_log, out_summary, checkpoint=None, device="auto",
@@ -46,18 +77,15 @@ def train(index, annotations, subset, settings, out_model, out_log, out_summary,
         net.to(device)  # the loaded weights are on the CPU
         max_length = net.features.snippets_per_step(net, cfg, device)
     what = net.reads
+    fit_standardisation(net, videos, what)
     reads = windows.KeptReads(cfg.memory_mb)
-    net.fit_standardisation(net.read_inputs(reads.read(v, **what)) for v in videos[:STATISTICS_VIDEOS])
     store = {k: attrs.get(k) for k in SHARED_ATTRS}
     key = loop.fingerprint({"settings": settings, "store": store}, index, annotations)
 
     def step_losses(epoch, generator):
-        order = torch.randperm(len(videos), generator=generator).tolist()
-        for first in range(0, len(order), cfg.batch):
-            chosen = [videos[i] for i in order[first:first + cfg.batch]]
-            spans = [windows.training_window(v.length, v.segments, max_length, generator, cfg.keep_fraction)
-                     for v in chosen]
-            batch = windows.collate(chosen, spans, what, net.head.max_stride, reads)
+        prepare = windows.pinned if device.type == "cuda" else None
+        for batch in ahead(batches(videos, what, cfg, max_length, net.head.max_stride, reads, generator),
+                           cfg.read_ahead, prepare):
             batch = windows.to_device(batch, device)
             yield net.head.loss(net(batch), batch["targets"])
 

@@ -8,7 +8,10 @@ imported features, whose source layer is unknown):
   per tubelet step (t = snippet frames / 2);
 - `block_tokens` (1, T, t, g*g, C) float16, when configured (attribute `block_tokens`: block k,
   grid g): the tokens leaving block k, averaged over space to a g x g grid per tubelet step,
-  which the partial method runs the blocks above k on.
+  which the partial method runs the blocks above k on;
+- `moments_pooled`, `moments_temporal` (2, layers, C) float64: the sum and the sum of squares
+  of each layer's channels over what the store holds (attribute `moments`: their counts), which
+  training combines into its input standardisation without reading the activations.
 
 Arrays are chunked along T and written a shard at a time, so memory stays bounded whatever the
 video's length. The store is written under a temporary name and renamed once complete.
@@ -21,31 +24,57 @@ from pathlib import Path
 import numpy as np
 import torch
 import zarr
-from zarr.codecs import BloscCodec, Crc32cCodec
+from zarr.codecs import Crc32cCodec
+from zarr.core.buffer.cpu import NDBuffer
 
 from ..io import InputError, atomic_path, first_line
 
-# The `actloc_cache` attribute, bumped when the layout changes: 2 adds a checksum to every chunk.
-# Format 1 stores (no checksums) are still read.
-FORMAT = 2
-READABLE_FORMATS = (1, 2)
+# The `actloc_cache` attribute, bumped when the layout changes: 2 adds a checksum to every chunk;
+# 3 stores chunks uncompressed, 1,024 snippets long, and records the moments. Formats 1 and 2
+# are still read (training then reads their activations to fit its standardisation).
+FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
+
+# Snippets a chunk holds at most; a shard file holds one chunk of each layer. Long chunks make
+# few, large reads: a whole THUMOS video in two to four reads per layer (docs/performance.md).
+CHUNK = 1024
+SMALLEST_CHUNK = 64
 
 
-CHUNK = 256  # snippets per chunk
+def chunk_length(snippets):
+    """Snippets a chunk of a store of `snippets` holds: CHUNK, or for a shorter video the power
+    of two that holds it (at least SMALLEST_CHUNK), since an uncompressed chunk stores its
+    unused rows too."""
+    return min(CHUNK, max(SMALLEST_CHUNK, 1 << (max(snippets, 1) - 1).bit_length()))
 
 
-SHARD = 1024  # snippets per shard file: few files per video, bounded write buffer
+# No compression: float16 activations compress to ~85-92 % at best, and decompressing halves
+# the read speed (benchmarks/store_format.py). A CRC-32C of each chunk, checked on every read,
+# makes a flipped byte an error, never values.
+CODECS = (Crc32cCodec(),)
 
-
-COMPRESSOR = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
-# A CRC-32C of each compressed chunk, checked on every read: a flipped byte is an error, never
-# values (reading a THUMOS-sized array measured the same with it as without, within noise).
-CHECKSUM = Crc32cCodec()
+# Which arrays' per-channel moments a store records (the inputs a standardisation is fitted on).
+MOMENTS = ("pooled", "temporal")
 
 
 # Recorded on every store and compared by `open_cache(expect=...)`.
 REQUIRED_ATTRS = ("backbone", "preset", "identity", "layers", "snippet_frames", "stride", "fps", "pixels",
                   "snippets", "channels", "temporal", "precision", "actloc_version")
+
+
+def moments(x):
+    """(count, sum (L, C), sum of squares (L, C)) in float64 of activations x (L, n, [t,] C),
+    over everything but the layer and the channel; a layer at a time, to bound the float64 copy."""
+    x = torch.as_tensor(x)
+    rows = [row.reshape(-1, x.shape[-1]).double() for row in x]
+    return (rows[0].shape[0], torch.stack([row.sum(0) for row in rows]),
+            torch.stack([row.square().sum(0) for row in rows]))
+
+
+def combine(parts):
+    """The moments of several parts (see `moments`) as those of their union."""
+    counts, sums, squares = zip(*parts)
+    return sum(counts), sum(sums), sum(squares)
 
 
 def array_shapes(n_layers, channels, tokens=0, block_tokens=None):
@@ -63,25 +92,26 @@ class StoreWriter:
     """Appends snippets' activations to a new store's arrays (`shapes`, see array_shapes), one
     full shard per write, then records the attributes. `source` names the input in errors."""
 
-    KNOWN = ("layers", "snippets", "channels", "temporal")  # attributes the writer records itself
+    KNOWN = ("layers", "snippets", "channels", "temporal", "moments")  # attributes the writer records itself
 
     def __init__(self, group, source, layers, shapes, expected):
         self.group, self.source, self.layers = group, source, layers
         self.channels, self.temporal = shapes["pooled"][1][-1], "temporal" in shapes
-        self.arrays, self.buffers = {}, {}
+        self.shard = chunk_length(expected)
+        self.arrays, self.buffers, self.moments = {}, {}, {}
         for name, (lead, shape) in shapes.items():
             self.arrays[name] = group.create_array(
                 name, shape=(lead, max(expected, 1), *shape), dtype="float16",
-                chunks=(1, CHUNK, *shape), shards=(lead, SHARD, *shape),
-                compressors=(COMPRESSOR, CHECKSUM), fill_value=np.nan)  # a missing chunk reads as NaN, never as data
-            self.buffers[name] = np.empty((lead, SHARD, *shape), np.float16)
+                chunks=(1, self.shard, *shape), shards=(lead, self.shard, *shape), compressors=CODECS,
+                fill_value=np.nan)  # a missing chunk reads as NaN, never as data
+            self.buffers[name] = np.empty((lead, self.shard, *shape), np.float16)
         self.written = self.filled = 0
 
     def append(self, rows):
         """rows: {'pooled': (layers, n, C), 'temporal': (layers, n, t, C), ...} as float arrays."""
         n, offset = next(iter(rows.values())).shape[1], 0
         while offset < n:
-            take = min(n - offset, SHARD - self.filled)
+            take = min(n - offset, self.shard - self.filled)
             for name, buffer in self.buffers.items():
                 values = rows[name][:, offset:offset + take]
                 if not np.isfinite(values).all():
@@ -89,7 +119,7 @@ class StoreWriter:
                 buffer[:, self.filled:self.filled + take] = values
             self.filled += take
             offset += take
-            if self.filled == SHARD:
+            if self.filled == self.shard:
                 self.flush()
 
     def flush(self):
@@ -97,7 +127,11 @@ class StoreWriter:
         for name, array in self.arrays.items():
             if stop > array.shape[1]:
                 array.resize((array.shape[0], stop, *array.shape[2:]))
-            array[:, self.written:stop] = self.buffers[name][:, :self.filled]
+            rows = self.buffers[name][:, :self.filled]
+            array[:, self.written:stop] = rows
+            if name in MOMENTS and self.filled:  # of the float16 values stored, as training reads them
+                self.moments[name] = combine([self.moments[name], moments(rows)]) if name in self.moments \
+                    else moments(rows)
         self.written, self.filled = stop, 0
 
     def finish(self, **attrs):
@@ -108,8 +142,12 @@ class StoreWriter:
             raise InputError(f"{self.source}: no frame could be read")
         for array in self.arrays.values():
             array.resize((array.shape[0], self.written, *array.shape[2:]))
+        for name, (count, total, squares) in self.moments.items():
+            self.group.create_array(f"moments_{name}", data=torch.stack([total, squares]).numpy(), compressors=CODECS)
         attrs = {"actloc_cache": FORMAT, **attrs, "layers": self.layers, "snippets": self.written,
-                 "channels": self.channels, "temporal": self.temporal, "actloc_version": version("actloc")}
+                 "channels": self.channels, "temporal": self.temporal,
+                 "moments": {name: count for name, (count, _, _) in self.moments.items()},
+                 "actloc_version": version("actloc")}
         self.group.attrs.update(attrs)
         return attrs
 
@@ -162,11 +200,12 @@ class Cache:
         return [self.layers.index(layer) for layer in layers]
 
     def damaged(self, name, rows, start, stop):
-        """Which chunk of array `name` failed ("layer 4, snippets 256-511"), read chunk by chunk."""
+        """Which chunk of array `name` failed ("layer 4, snippets 1024-2047"), read chunk by chunk."""
         array = self.group[name]
+        chunk = array.chunks[1]
         for row in rows:
-            for first in range(start - start % CHUNK, stop, CHUNK):
-                last = min(first + CHUNK, array.shape[1])
+            for first in range(start - start % chunk, stop, chunk):
+                last = min(first + chunk, array.shape[1])
                 try:
                     array[row, first:last]
                 except Exception:  # noqa: BLE001 (any failure marks the chunk)
@@ -175,7 +214,7 @@ class Cache:
         return f"snippets {start}-{stop - 1}"
 
     def read(self, start=0, stop=None, layers=None, temporal=False, tokens=False):
-        """float32 tensors {'pooled': (layers, n, C)[, 'temporal': (layers, n, t, C)][,
+        """float16 tensors, as stored, {'pooled': (layers, n, C)[, 'temporal': (layers, n, t, C)][,
         'block_tokens': (1, n, t, g*g, C)]} for snippets [start, stop); `layers` a list of tapped
         layers, None for all, or 'last'."""
         stop = self.snippets if stop is None else stop
@@ -190,16 +229,38 @@ class Cache:
         out = {}
         for name, leading in rows.items():
             array = self.group[name]
+            values = np.empty((len(leading), stop - start, *array.shape[2:]), np.float16)
             try:
-                # One basic slice per layer: zarr's orthogonal selection is ~50x slower here.
-                values = np.stack([array[row, start:stop] for row in leading])
+                # Each layer's rows straight into the result: one copy, where zarr's orthogonal
+                # selection is ~50x slower and stacking copies twice.
+                for i, row in enumerate(leading):
+                    array.get_basic_selection((row, slice(start, stop)), out=NDBuffer.from_numpy_array(values[i]))
             except Exception as err:  # zarr and the codecs raise many types for damaged chunks
                 raise InputError(f"{self.path}: {name}, {self.damaged(name, leading, start, stop)} cannot be read "
                                  f"({first_line(err)}); delete the store and rerun the cache stage") from None
-            if np.isnan(values).any():
+            # Without checksums (format 1) a lost chunk reads as its NaN fill; with them the
+            # shard index's own checksum and open_cache's count of shard files catch it.
+            if self.attrs["actloc_cache"] == 1 and np.isnan(values).any():
                 raise InputError(f"{self.path}: {name} has missing chunks (a truncated store); delete it "
                                  f"and rerun the cache stage")
-            out[name] = torch.from_numpy(values.astype(np.float32))
+            out[name] = torch.from_numpy(values)
+        return out
+
+    def moments(self, layers=None, temporal=False):
+        """The recorded moments {'pooled'[, 'temporal']: (count, sum (L, C), sum of squares
+        (L, C))} float64 of the layers read as Cache.read's; None for a store without them
+        (formats 1 and 2)."""
+        if "moments" not in self.attrs:
+            return None
+        index = self.layer_index(layers)
+        out = {}
+        for name in ("pooled", "temporal")[:1 + temporal]:
+            try:
+                total, squares = torch.from_numpy(self.group[f"moments_{name}"][:])[:, index]
+            except Exception as err:  # noqa: BLE001 (as in read)
+                raise InputError(f"{self.path}: moments_{name} cannot be read ({first_line(err)}); delete the "
+                                 f"store and rerun the cache stage") from None
+            out[name] = (self.attrs["moments"][name], total, squares)
         return out
 
 
@@ -237,6 +298,9 @@ def open_cache(path, expect=None):
     layers = len(attrs["layers"])
     leads = {"pooled": layers} | ({"temporal": layers} if attrs["temporal"] else {}) | (
         {"block_tokens": 1} if attrs.get("block_tokens") else {})
+    absent = [f"moments_{name}" for name in attrs.get("moments", {}) if f"moments_{name}" not in group]
+    if absent:
+        raise InputError(f"{path}: array(s) {', '.join(absent)} missing (a truncated store); {rebuild}")
     for name, lead in leads.items():
         if name not in group:
             raise InputError(f"{path}: array {name!r} missing (a truncated store); {rebuild}")

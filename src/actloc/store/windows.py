@@ -101,16 +101,18 @@ def training_window(length, segments, max_length, generator, keep_fraction=0.5, 
 class KeptReads:
     """Whole-video reads of the stores kept in memory, float16 as stored, while they fit in
     `memory_mb`; windows are sliced from them. Training reads every video every epoch: kept,
-    epochs after the first read no store (the demo's LoSA steps ~10 % faster)."""
+    epochs after the first read no store (the demo's LoSA steps ~10 % faster). A video not kept
+    is read a window at a time, never whole."""
 
     def __init__(self, memory_mb=0):
         self.room, self.kept = memory_mb * 2**20, {}
 
     def read(self, video, start=0, stop=None, layers=None, temporal=False, tokens=False):
-        """As Cache.read; [start, stop) of a resampled video are steps of its resampling."""
+        """As Cache.read (float16); [start, stop) of a resampled video are steps of its
+        resampling, which is float32, interpolated from the whole video."""
         if video.steps:
             whole = self.read(replace(video, steps=None), 0, None, layers, temporal, tokens)
-            return {name: resampled(x, video.steps)[:, start:stop] for name, x in whole.items()}
+            return {name: resampled(x.float(), video.steps)[:, start:stop] for name, x in whole.items()}
         key = (video.name, str(layers), temporal, tokens)
         if key not in self.kept:
             cache = video.cache
@@ -120,10 +122,9 @@ class KeptReads:
             size = 2 * cache.snippets * cache.attrs["channels"] * values
             if size > self.room:
                 return cache.read(start, stop, layers, temporal, tokens)
-            self.kept[key] = {name: x.half() for name, x in cache.read(layers=layers, temporal=temporal,
-                                                                        tokens=tokens).items()}
+            self.kept[key] = cache.read(layers=layers, temporal=temporal, tokens=tokens)
             self.room -= size
-        return {name: x[:, start:stop].float() for name, x in self.kept[key].items()}
+        return {name: x[:, start:stop] for name, x in self.kept[key].items()}
 
 
 def window_targets(segments, labels, start, stop):
@@ -147,7 +148,7 @@ def padded(rows, multiple):
 
 
 def collate(videos, windows, what, multiple, reads=None):
-    """A padded batch of windows: pooled (B, L, T, C), temporal (B, L, T, t, C) and
+    """A padded batch of windows, float16 as stored (float32 for resampled videos): pooled (B, L, T, C), temporal (B, L, T, t, C) and
     block_tokens (B, 1, T, t, g*g, C) or None, mask (B, T), the real lengths, and each window's
     targets (segments in its own steps, labels). `what` says what to read (Cache.read's layers,
     temporal, tokens: a Detector's `reads`). T is the longest window rounded up to a multiple
@@ -161,7 +162,17 @@ def collate(videos, windows, what, multiple, reads=None):
             "targets": [window_targets(v.segments, v.labels, start, stop) for v, (start, stop) in zip(videos, windows)]}
 
 
+def pinned(batch):
+    """The batch's arrays in page-locked memory, which a CUDA device copies from without blocking
+    (its few targets are copied as they are)."""
+    return {key: value.pin_memory() if torch.is_tensor(value) else value for key, value in batch.items()}
+
+
 def to_device(batch, device):
-    moved = {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
-    moved["targets"] = [(s.to(device), lab.to(device)) for s, lab in batch["targets"]]
+    """The batch on `device`, copied without blocking from pinned memory (see `pinned`); its
+    activations stay float16 as stored (the detector takes them to float32 there)."""
+    moved = {key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value
+             for key, value in batch.items()}
+    moved["targets"] = [(s.to(device, non_blocking=True), lab.to(device, non_blocking=True))
+                        for s, lab in batch["targets"]]
     return moved
