@@ -134,7 +134,7 @@ def test_store_attributes_record_how_it_was_built(store, settings, video):
         "video": "clip", "decoded": {"source": json.loads(decode.info_path(video).read_text())["source"], "frames": 72},
     }
     group = zarr.open_group(store, mode="r")
-    assert group["pooled"].dtype == np.float16 and group["pooled"].chunks == (1, stores.SMALLEST_CHUNK, 192)
+    assert group["pooled"].dtype == np.float16 and group["pooled"].chunks == (1, 16, 192)  # 15 snippets
 
 
 def test_reads_windows_and_layers(store):
@@ -363,7 +363,7 @@ def test_every_flipped_byte_of_a_chunk_is_an_error_naming_the_store_array_and_sn
     reads back as values (format 1 stores let most through as wrong numbers)."""
     from conftest import write_store
 
-    monkeypatch.setattr(stores, "CHUNK", 256)  # 600 snippets: three shards of two chunks (a layer each)
+    monkeypatch.setattr(stores, "CHUNK", 256)  # 600 snippets: three shards of 208, a chunk a layer each
     rng = np.random.default_rng(0)
     pooled = rng.normal(size=(2, 600, 8)).astype(np.float32)
     found = set()
@@ -379,5 +379,5 @@ def test_every_flipped_byte_of_a_chunk_is_an_error_naming_the_store_array_and_sn
         message = str(caught.value)
         assert message.startswith(f"{path}: pooled, layer ") and "delete the store and rerun the cache stage" in message
         found.add(message.split("pooled, ")[1].split(" cannot")[0])
-    assert {"layer 1, snippets 0-255", "layer 2, snippets 512-599"} <= found  # each chunk named by its snippets
+    assert {"layer 1, snippets 0-207", "layer 2, snippets 416-599"} <= found  # each chunk named by its snippets
     assert stores.open_cache(path).attrs["actloc_cache"] == stores.FORMAT

@@ -220,7 +220,7 @@ def test_kept_reads_equal_the_stores_and_read_each_once_while_they_fit(synthetic
     none_kept = windows.KeptReads(memory_mb=0)
     calls.clear()
     none_kept.read(videos[0], 0, 5, None, True)
-    assert calls == [(0, 5, None, True, False)]  # too big to keep: the window alone, from the store
+    assert calls == [(0, 5, None, True, False, None)]  # too big to keep: the window alone, from the store
 
 
 def test_gradients_are_clipped_to_the_set_norm_before_each_step(monkeypatch):
@@ -357,23 +357,39 @@ def test_stores_of_older_formats_train_from_their_activations_read_in_pieces(syn
 
 
 def test_batches_read_ahead_are_the_ones_read_in_step(synthetic_dataset):
+    """Read ahead in a thread, into a ring of reused buffers, an epoch's batches equal those read
+    in step into new memory: the same windows, in the same order, with the same values."""
     from actloc.engine.ahead import ahead
 
     index, annotations = synthetic_dataset
     videos, _ = windows.load(index, annotations, "training")
-    cfg = TrainConfig(batch=4, max_length=40)
+    cfg = TrainConfig(batch=4, max_length=40, read_ahead=2)
     what = {"layers": None, "temporal": True, "tokens": False}
-    epochs = {}
-    for depth in (0, 2):
-        reads = windows.KeptReads(memory_mb=0.05)  # some videos kept, the others read a window at a time
-        generator = torch.Generator().manual_seed(7)
-        epochs[depth] = [batch for _ in range(3)
-                         for batch in ahead(train.batches(videos, what, cfg, 40, 4, reads, generator), depth)]
-        assert 0 < len(reads.kept) < len(videos)
-    assert len(epochs[0]) == len(epochs[2]) == 3 * 2
-    for sync, early in zip(epochs[0], epochs[2]):
-        assert sync["lengths"] == early["lengths"]
-        for name in ("pooled", "temporal", "mask"):
-            assert torch.equal(sync[name], early[name])
-        for (segments, labels), (segments2, labels2) in zip(sync["targets"], early["targets"]):
-            assert torch.equal(segments, segments2) and torch.equal(labels, labels2)
+    reads = {depth: windows.KeptReads(memory_mb=0.05) for depth in (0, 2)}  # some videos kept, some not
+    generators = {depth: torch.Generator().manual_seed(7) for depth in (0, 2)}
+    ring = windows.BatchBuffers(cfg.read_ahead + 2)
+    compared = 0
+    for _ in range(3):
+        in_step = ahead(train.batches(videos, what, cfg, 40, 4, reads[0], generators[0]), 0)
+        early = ahead(train.batches(videos, what, cfg, 40, 4, reads[2], generators[2], ring), cfg.read_ahead)
+        for sync, ahead_batch in zip(in_step, early, strict=True):
+            assert sync["lengths"] == ahead_batch["lengths"] and max(sync["lengths"]) <= 40
+            for name in ("pooled", "temporal", "mask"):
+                assert torch.equal(sync[name], ahead_batch[name])
+            for (segments, labels), (segments2, labels2) in zip(sync["targets"], ahead_batch["targets"]):
+                assert torch.equal(segments, segments2) and torch.equal(labels, labels2)
+            compared += 1
+    assert compared == 3 * 2 and 0 < len(reads[2].kept) < len(videos)
+    # The padding is zeros though the ring's slots held longer windows before.
+    short = windows.collate(videos[:2], [(0, 3), (5, 9)], what, 4, buffers=ring)
+    assert short["pooled"].shape[2] == 4 and not short["pooled"][0, :, 3:].any() and short["mask"].sum() == 7
+
+
+def test_a_store_read_into_a_batch_view_equals_its_read(synthetic_dataset):
+    index, annotations = synthetic_dataset
+    video = windows.load(index, annotations, "training")[0][0]
+    batch = torch.full((2, 2, 20, 4, 8), 7.0, dtype=torch.float16)
+    video.cache.read(3, 13, temporal=True, out={"pooled": torch.empty(2, 10, 8, dtype=torch.float16),
+                                                 "temporal": batch[1, :, 5:15]})
+    assert torch.equal(batch[1, :, 5:15], video.cache.read(3, 13, temporal=True)["temporal"])
+    assert (batch[1, :, :5] == 7).all() and (batch[1, :, 15:] == 7).all() and (batch[0] == 7).all()

@@ -5,6 +5,7 @@ backbone, through the shared loop (engine.loop). The method's own training, wher
 
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -44,15 +45,22 @@ def fit_standardisation(net, videos, what):
                             for video in chosen for start in range(0, video.cache.snippets, PIECE))
 
 
-def batches(videos, what, cfg, max_length, multiple, reads, generator):
-    """An epoch's padded batches (windows.collate): the videos in an order, and each one's window,
-    drawn from `generator`."""
+def batches(videos, what, cfg, max_length, multiple, reads, generator, buffers=None):
+    """An epoch's padded batches (windows.collate, in `buffers` when given): the videos in an
+    order, and each one's window, drawn from `generator`. While a batch is read, the kernel is
+    asked to start reading the next one's files (Cache.advise), so that cold reads overlap."""
     order = torch.randperm(len(videos), generator=generator).tolist()
+    plan = []
     for first in range(0, len(order), cfg.batch):
         chosen = [videos[i] for i in order[first:first + cfg.batch]]
-        spans = [windows.training_window(v.length, v.segments, max_length, generator, cfg.keep_fraction)
-                 for v in chosen]
-        yield windows.collate(chosen, spans, what, multiple, reads)
+        plan.append((chosen, [windows.training_window(v.length, v.segments, max_length, generator,
+                                                      cfg.keep_fraction) for v in chosen]))
+    with ThreadPoolExecutor(1, thread_name_prefix="actloc-advise") as advising:
+        for k, (chosen, spans) in enumerate(plan):
+            for video, (start, stop) in zip(*plan[k + 1]) if k + 1 < len(plan) else ():
+                if not video.steps:  # a resampled video is read whole
+                    advising.submit(video.cache.advise, start, stop, **what)
+            yield windows.collate(chosen, spans, what, multiple, reads, buffers)
 
 
 def train(index, annotations, subset, settings, out_model, out_log, out_summary, checkpoint=None, device="auto",
@@ -82,10 +90,11 @@ def train(index, annotations, subset, settings, out_model, out_log, out_summary,
     store = {k: attrs.get(k) for k in SHARED_ATTRS}
     key = loop.fingerprint({"settings": settings, "store": store}, index, annotations)
 
+    buffers = windows.BatchBuffers(cfg.read_ahead + 2, pin=device.type == "cuda")
+
     def step_losses(epoch, generator):
-        prepare = windows.pinned if device.type == "cuda" else None
-        for batch in ahead(batches(videos, what, cfg, max_length, net.head.max_stride, reads, generator),
-                           cfg.read_ahead, prepare):
+        for batch in ahead(batches(videos, what, cfg, max_length, net.head.max_stride, reads, generator, buffers),
+                           cfg.read_ahead):
             batch = windows.to_device(batch, device)
             yield net.head.loss(net(batch), batch["targets"])
 

@@ -18,6 +18,7 @@ video's length. The store is written under a temporary name and renamed once com
 """
 
 import math
+import os
 from importlib.metadata import version
 from pathlib import Path
 
@@ -36,16 +37,17 @@ FORMAT = 3
 READABLE_FORMATS = (1, 2, 3)
 
 # Snippets a chunk holds at most; a shard file holds one chunk of each layer. Long chunks make
-# few, large reads: a whole THUMOS video in two to four reads per layer (docs/performance.md).
+# few, large reads: a whole THUMOS video in one to four reads per layer (docs/performance.md).
 CHUNK = 1024
-SMALLEST_CHUNK = 64
+ALIGN = 16
 
 
 def chunk_length(snippets):
-    """Snippets a chunk of a store of `snippets` holds: CHUNK, or for a shorter video the power
-    of two that holds it (at least SMALLEST_CHUNK), since an uncompressed chunk stores its
-    unused rows too."""
-    return min(CHUNK, max(SMALLEST_CHUNK, 1 << (max(snippets, 1) - 1).bit_length()))
+    """Snippets a chunk of a store of `snippets` holds: at most CHUNK, the video cut into chunks
+    as even as ALIGN allows, since an uncompressed chunk stores its unused rows too (under ALIGN
+    a video are)."""
+    snippets = max(snippets, 1)
+    return min(CHUNK, -(-math.ceil(snippets / math.ceil(snippets / CHUNK)) // ALIGN) * ALIGN)
 
 
 # No compression: float16 activations compress to ~85-92 % at best, and decompressing halves
@@ -62,13 +64,21 @@ REQUIRED_ATTRS = ("backbone", "preset", "identity", "layers", "snippet_frames", 
                   "snippets", "channels", "temporal", "precision", "actloc_version")
 
 
-def moments(x):
+def moments(x, rows=256):
     """(count, sum (L, C), sum of squares (L, C)) in float64 of activations x (L, n, [t,] C),
-    over everything but the layer and the channel; a layer at a time, to bound the float64 copy."""
+    over everything but the layer and the channel. Converted `rows` rows at a time into one
+    reused buffer: a fresh float64 copy of a ViT-g shard (page faults) made it ~8x slower."""
     x = torch.as_tensor(x)
-    rows = [row.reshape(-1, x.shape[-1]).double() for row in x]
-    return (rows[0].shape[0], torch.stack([row.sum(0) for row in rows]),
-            torch.stack([row.square().sum(0) for row in rows]))
+    channels = x.shape[-1]
+    buffer = torch.empty(rows, channels, dtype=torch.float64)
+    total = torch.zeros(x.shape[0], channels, dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for layer, values in enumerate(x):
+        for piece in values.reshape(-1, channels).split(rows):
+            converted = buffer[:len(piece)].copy_(piece)
+            total[layer] += converted.sum(0)
+            squares[layer] += converted.square_().sum(0)
+    return x[0].numel() // channels, total, squares
 
 
 def combine(parts):
@@ -213,38 +223,69 @@ class Cache:
                     return f"{where}, snippets {first}-{last - 1}"
         return f"snippets {start}-{stop - 1}"
 
-    def read(self, start=0, stop=None, layers=None, temporal=False, tokens=False):
-        """float16 tensors, as stored, {'pooled': (layers, n, C)[, 'temporal': (layers, n, t, C)][,
-        'block_tokens': (1, n, t, g*g, C)]} for snippets [start, stop); `layers` a list of tapped
-        layers, None for all, or 'last'."""
-        stop = self.snippets if stop is None else stop
-        if not 0 <= start < stop <= self.snippets:
-            raise ValueError(f"{self.path}: snippets [{start}, {stop}) outside [0, {self.snippets})")
+    def arrays(self, layers=None, temporal=False, tokens=False):
+        """{array: the rows of it} that Cache.read(layers, temporal, tokens) reads."""
         if temporal and not self.attrs["temporal"]:
             raise InputError(f"{self.path}: has no temporal tokens; rebuild the cache with temporal: true")
         if tokens and not self.attrs.get("block_tokens"):
             raise InputError(f"{self.path}: holds no block tokens; rebuild the cache with the backbone's tokens set")
         index = self.layer_index(layers)
-        rows = {"pooled": index} | ({"temporal": index} if temporal else {}) | ({"block_tokens": [0]} if tokens else {})
-        out = {}
-        for name, leading in rows.items():
+        return {"pooled": index} | ({"temporal": index} if temporal else {}) | ({"block_tokens": [0]} if tokens else {})
+
+    def row_shape(self, name):
+        """The shape of a snippet's row of array `name`: (C,), (t, C) or (t, g*g, C)."""
+        return self.group[name].shape[2:]
+
+    def read(self, start=0, stop=None, layers=None, temporal=False, tokens=False, out=None):
+        """float16 tensors, as stored, {'pooled': (layers, n, C)[, 'temporal': (layers, n, t, C)][,
+        'block_tokens': (1, n, t, g*g, C)]} for snippets [start, stop); `layers` a list of tapped
+        layers, None for all, or 'last'. `out`: such float16 tensors (views of a batch, say) to
+        read into instead of new ones."""
+        stop = self.snippets if stop is None else stop
+        if not 0 <= start < stop <= self.snippets:
+            raise ValueError(f"{self.path}: snippets [{start}, {stop}) outside [0, {self.snippets})")
+        result = {}
+        for name, leading in self.arrays(layers, temporal, tokens).items():
             array = self.group[name]
-            values = np.empty((len(leading), stop - start, *array.shape[2:]), np.float16)
+            values = (out or {}).get(name)
+            if values is None:
+                values = torch.empty((len(leading), stop - start, *array.shape[2:]), dtype=torch.float16)
+            target = values.numpy()
             try:
-                # Each layer's rows straight into the result: one copy, where zarr's orthogonal
-                # selection is ~50x slower and stacking copies twice.
-                for i, row in enumerate(leading):
-                    array.get_basic_selection((row, slice(start, stop)), out=NDBuffer.from_numpy_array(values[i]))
+                # Straight into the result: one copy. Consecutive rows in one selection, whose
+                # chunks zarr fetches together (its orthogonal selection is ~50x slower).
+                if leading == list(range(leading[0], leading[-1] + 1)):
+                    array.get_basic_selection((slice(leading[0], leading[-1] + 1), slice(start, stop)),
+                                              out=NDBuffer.from_numpy_array(target))
+                else:
+                    for i, row in enumerate(leading):
+                        array.get_basic_selection((row, slice(start, stop)), out=NDBuffer.from_numpy_array(target[i]))
             except Exception as err:  # zarr and the codecs raise many types for damaged chunks
                 raise InputError(f"{self.path}: {name}, {self.damaged(name, leading, start, stop)} cannot be read "
                                  f"({first_line(err)}); delete the store and rerun the cache stage") from None
             # Without checksums (format 1) a lost chunk reads as its NaN fill; with them the
             # shard index's own checksum and open_cache's count of shard files catch it.
-            if self.attrs["actloc_cache"] == 1 and np.isnan(values).any():
+            if self.attrs["actloc_cache"] == 1 and np.isnan(target).any():
                 raise InputError(f"{self.path}: {name} has missing chunks (a truncated store); delete it "
                                  f"and rerun the cache stage")
-            out[name] = torch.from_numpy(values)
-        return out
+            result[name] = values
+        return result
+
+    def advise(self, start, stop, layers=None, temporal=False, tokens=False):
+        """Ask the kernel to start reading the shard files that Cache.read of the same arguments
+        will read (posix_fadvise WILLNEED), so that it then finds them in memory; it may block
+        while the reads are queued: call it from a thread of its own."""
+        for name in self.arrays(layers, temporal, tokens):
+            array = self.group[name]
+            length = (array.shards or array.chunks)[1]  # snippets a shard file holds
+            for shard in range(start // length, (stop - 1) // length + 1):
+                for path in (self.path / name / "c" / "0" / str(shard)).rglob("*"):
+                    if path.is_file():
+                        descriptor = os.open(path, os.O_RDONLY)
+                        try:
+                            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_WILLNEED)
+                        finally:
+                            os.close(descriptor)
 
     def moments(self, layers=None, temporal=False):
         """The recorded moments {'pooled'[, 'temporal']: (count, sum (L, C), sum of squares

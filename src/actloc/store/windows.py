@@ -3,6 +3,7 @@ training windows, and padded batches of them (segments are kept in steps here, s
 store.snippets)."""
 
 import logging
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -107,24 +108,53 @@ class KeptReads:
     def __init__(self, memory_mb=0):
         self.room, self.kept = memory_mb * 2**20, {}
 
-    def read(self, video, start=0, stop=None, layers=None, temporal=False, tokens=False):
-        """As Cache.read (float16); [start, stop) of a resampled video are steps of its
-        resampling, which is float32, interpolated from the whole video."""
+    def read(self, video, start=0, stop=None, layers=None, temporal=False, tokens=False, out=None):
+        """As Cache.read (float16, into `out` when given); [start, stop) of a resampled video are
+        steps of its resampling, which is float32, interpolated from the whole video."""
         if video.steps:
             whole = self.read(replace(video, steps=None), 0, None, layers, temporal, tokens)
-            return {name: resampled(x.float(), video.steps)[:, start:stop] for name, x in whole.items()}
-        key = (video.name, str(layers), temporal, tokens)
-        if key not in self.kept:
-            cache = video.cache
-            steps = cache.attrs["snippet_frames"] // TUBELET
-            grid = (cache.attrs.get("block_tokens") or {}).get("grid", 0)
-            values = len(cache.layer_index(layers)) * (1 + steps * temporal) + steps * grid**2 * tokens
-            size = 2 * cache.snippets * cache.attrs["channels"] * values
-            if size > self.room:
-                return cache.read(start, stop, layers, temporal, tokens)
-            self.kept[key] = cache.read(layers=layers, temporal=temporal, tokens=tokens)
-            self.room -= size
-        return {name: x[:, start:stop] for name, x in self.kept[key].items()}
+            read = {name: resampled(x.float(), video.steps)[:, start:stop] for name, x in whole.items()}
+        else:
+            key = (video.name, str(layers), temporal, tokens)
+            if key not in self.kept:
+                cache = video.cache
+                steps = cache.attrs["snippet_frames"] // TUBELET
+                grid = (cache.attrs.get("block_tokens") or {}).get("grid", 0)
+                values = len(cache.layer_index(layers)) * (1 + steps * temporal) + steps * grid**2 * tokens
+                size = 2 * cache.snippets * cache.attrs["channels"] * values
+                if size > self.room:
+                    return cache.read(start, stop, layers, temporal, tokens, out)
+                self.kept[key] = cache.read(layers=layers, temporal=temporal, tokens=tokens)
+                self.room -= size
+            read = {name: x[:, start:stop] for name, x in self.kept[key].items()}
+        if out is None:
+            return read
+        for name, x in read.items():
+            out[name].copy_(x)
+        return out
+
+
+class BatchBuffers:
+    """A ring of `slots` buffers that batches are laid out in, each grown to the largest batch it
+    has held (page-locked with `pin`, for CUDA's copies without blocking): reading into memory
+    used before spares the page faults of fresh memory, which cost as much as the reading. A
+    batch taken is overwritten `slots` batches later: whoever takes them must be done with it
+    by then (training reads `read_ahead` batches ahead of its step: read_ahead + 2 slots)."""
+
+    def __init__(self, slots, pin=False):
+        self.slots, self.pin, self.next = [{} for _ in range(slots)], pin, 0
+
+    def take(self, shapes, dtype):
+        """{name: a tensor of shapes[name] and `dtype`} in the next slot (contents undefined)."""
+        slot, self.next = self.slots[self.next], (self.next + 1) % len(self.slots)
+        out = {}
+        for name, shape in shapes.items():
+            size = math.prod(shape)
+            if name not in slot or slot[name].numel() < size or slot[name].dtype != dtype:
+                slot.pop(name, None)  # freed before its larger successor is made
+                slot[name] = torch.empty(size, dtype=dtype, pin_memory=self.pin)
+            out[name] = slot[name][:size].view(shape)
+        return out
 
 
 def window_targets(segments, labels, start, stop):
@@ -136,8 +166,8 @@ def window_targets(segments, labels, start, stop):
 
 
 def padded(rows, multiple):
-    """Rows (L, T_i, ...) of a batch zero-padded along T to the longest, rounded up to a multiple
-    of `multiple`: (B, L, T, ...) and the mask (B, T) of real steps."""
+    """Rows (L, T_i, ...) zero-padded along T to the longest, rounded up to a multiple of
+    `multiple`: (B, L, T, ...) and the mask (B, T) of real steps."""
     length = -(-max(row.shape[1] for row in rows) // multiple) * multiple
     out = rows[0].new_zeros(len(rows), rows[0].shape[0], length, *rows[0].shape[2:])
     mask = torch.zeros(len(rows), length, dtype=torch.bool, device=rows[0].device)
@@ -147,29 +177,35 @@ def padded(rows, multiple):
     return out, mask
 
 
-def collate(videos, windows, what, multiple, reads=None):
-    """A padded batch of windows, float16 as stored (float32 for resampled videos): pooled (B, L, T, C), temporal (B, L, T, t, C) and
-    block_tokens (B, 1, T, t, g*g, C) or None, mask (B, T), the real lengths, and each window's
-    targets (segments in its own steps, labels). `what` says what to read (Cache.read's layers,
-    temporal, tokens: a Detector's `reads`). T is the longest window rounded up to a multiple
-    of `multiple`. `reads` (KeptReads) reads them, or each video's store does."""
+def collate(videos, windows, what, multiple, reads=None, buffers=None):
+    """A padded batch of windows, float16 as stored (float32 for resampled videos): pooled (B, L,
+    T, C), temporal (B, L, T, t, C) and block_tokens (B, 1, T, t, g*g, C) or None, mask (B, T),
+    the real lengths, and each window's targets (segments in its own steps, labels). `what`
+    says what to read (Cache.read's layers, temporal, tokens: a Detector's `reads`). T is the
+    longest window rounded up to a multiple of `multiple`. `reads` (KeptReads) reads each
+    window straight into the batch, or each video's store does; `buffers` (BatchBuffers) holds
+    the batch, else new memory does."""
     reads = reads or KeptReads()
-    reads = [reads.read(v, start, stop, **what) for v, (start, stop) in zip(videos, windows)]
-    pooled, mask = padded([read["pooled"] for read in reads], multiple)
-    extra = {name: padded([read[name] for read in reads], multiple)[0] if name in reads[0] else None
-             for name in ("temporal", "block_tokens")}
-    return {"pooled": pooled, **extra, "mask": mask, "lengths": [stop - start for start, stop in windows],
+    lengths = [stop - start for start, stop in windows]
+    length = -(-max(lengths) // multiple) * multiple
+    cache = videos[0].cache
+    shapes = {name: (len(videos), len(rows), length, *cache.row_shape(name))
+              for name, rows in cache.arrays(what["layers"], what["temporal"], what.get("tokens", False)).items()}
+    dtype = torch.float32 if videos[0].steps else torch.float16
+    batch = buffers.take(shapes, dtype) if buffers else {name: torch.empty(shape, dtype=dtype)
+                                                          for name, shape in shapes.items()}
+    for i, (video, (start, stop)) in enumerate(zip(videos, windows)):
+        reads.read(video, start, stop, **what, out={name: x[i, :, :stop - start] for name, x in batch.items()})
+        for x in batch.values():
+            x[i, :, stop - start:] = 0
+    mask = torch.arange(length) < torch.tensor(lengths)[:, None]
+    return {"pooled": batch["pooled"], "temporal": batch.get("temporal"), "block_tokens": batch.get("block_tokens"),
+            "mask": mask, "lengths": lengths,
             "targets": [window_targets(v.segments, v.labels, start, stop) for v, (start, stop) in zip(videos, windows)]}
 
 
-def pinned(batch):
-    """The batch's arrays in page-locked memory, which a CUDA device copies from without blocking
-    (its few targets are copied as they are)."""
-    return {key: value.pin_memory() if torch.is_tensor(value) else value for key, value in batch.items()}
-
-
 def to_device(batch, device):
-    """The batch on `device`, copied without blocking from pinned memory (see `pinned`); its
+    """The batch on `device`, copied without blocking from pinned memory (see BatchBuffers); its
     activations stay float16 as stored (the detector takes them to float32 there)."""
     moved = {key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value
              for key, value in batch.items()}
