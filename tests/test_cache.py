@@ -1,5 +1,6 @@
 import json
 import logging
+import os
 import shutil
 
 import h5py
@@ -381,3 +382,26 @@ def test_every_flipped_byte_of_a_chunk_is_an_error_naming_the_store_array_and_sn
         found.add(message.split("pooled, ")[1].split(" cannot")[0])
     assert {"layer 1, snippets 0-207", "layer 2, snippets 416-599"} <= found  # each chunk named by its snippets
     assert stores.open_cache(path).attrs["actloc_cache"] == stores.FORMAT
+
+
+def test_advise_asks_for_every_byte_of_the_shard_files_a_read_will_open(tmp_path, monkeypatch):
+    from conftest import write_store
+
+    monkeypatch.setattr(stores, "CHUNK", 64)
+    rng = np.random.default_rng(0)
+    pooled = rng.normal(size=(2, 200, 8)).astype(np.float32)  # shards of 64 snippets: 0-63, 64-127, ...
+    write_store(tmp_path / "v.zarr", pooled, pooled[:, :, None].repeat(2, 2), video="v")
+    cache = stores.open_cache(tmp_path / "v.zarr")
+    asked = []
+    monkeypatch.setattr(stores, "ADVISE_BYTES", 1000)
+    monkeypatch.setattr(stores.os, "posix_fadvise", lambda fd, offset, length, advice: asked.append(
+        (os.readlink(f"/proc/self/fd/{fd}"), offset, length, advice)))
+    cache.advise(70, 140, temporal=True)  # snippets 70-139: shards 1 and 2 of each array
+    files = {path for path, *_ in asked}
+    assert files == {str(tmp_path / "v.zarr" / name / "c" / "0" / str(shard) / "0" / ("0" if name == "temporal" else ""))
+                     .rstrip("/") for name in ("pooled", "temporal") for shard in (1, 2)}
+    for path in files:
+        ranges = sorted((offset, length) for p, offset, length, _ in asked if p == path)
+        assert ranges[0][0] == 0 and all(a + n == b for (a, n), (b, _) in zip(ranges, ranges[1:]))
+        assert ranges[-1][0] + ranges[-1][1] >= os.path.getsize(path)  # every byte, a range at a time
+    assert {advice for *_, advice in asked} == {os.POSIX_FADV_WILLNEED}

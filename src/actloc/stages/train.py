@@ -56,11 +56,24 @@ def batches(videos, what, cfg, max_length, multiple, reads, generator, buffers=N
         plan.append((chosen, [windows.training_window(v.length, v.segments, max_length, generator,
                                                       cfg.keep_fraction) for v in chosen]))
     with ThreadPoolExecutor(1, thread_name_prefix="actloc-advise") as advising:
-        for k, (chosen, spans) in enumerate(plan):
-            for video, (start, stop) in zip(*plan[k + 1]) if k + 1 < len(plan) else ():
+        def advise(k):
+            for video, (start, stop) in zip(*plan[k]) if k < len(plan) else ():
                 if not video.steps:  # a resampled video is read whole
                     advising.submit(video.cache.advise, start, stop, **what)
+
+        advise(0)
+        for k, (chosen, spans) in enumerate(plan):
+            advise(k + 1)
             yield windows.collate(chosen, spans, what, multiple, reads, buffers)
+
+
+def batch_buffers(videos, what, cfg, max_length, multiple, device):
+    """The ring that training's batches are read into, reserved for the largest of them: read
+    ahead by `cfg.read_ahead`, one being read and one in use (windows.BatchBuffers)."""
+    buffers = windows.BatchBuffers(cfg.read_ahead + 2, pin=device.type == "cuda")
+    longest = min(max_length, max(video.length for video in videos))
+    buffers.reserve(*windows.batch_layout(videos[0], what, cfg.batch, -(-longest // multiple) * multiple))
+    return buffers
 
 
 def train(index, annotations, subset, settings, out_model, out_log, out_summary, checkpoint=None, device="auto",
@@ -90,7 +103,7 @@ def train(index, annotations, subset, settings, out_model, out_log, out_summary,
     store = {k: attrs.get(k) for k in SHARED_ATTRS}
     key = loop.fingerprint({"settings": settings, "store": store}, index, annotations)
 
-    buffers = windows.BatchBuffers(cfg.read_ahead + 2, pin=device.type == "cuda")
+    buffers = batch_buffers(videos, what, cfg, max_length, net.head.max_stride, device)
 
     def step_losses(epoch, generator):
         for batch in ahead(batches(videos, what, cfg, max_length, net.head.max_stride, reads, generator, buffers),

@@ -55,6 +55,8 @@ def chunk_length(snippets):
 # makes a flipped byte an error, never values.
 CODECS = (Crc32cCodec(),)
 
+ADVISE_BYTES = 128 * 1024  # a posix_fadvise call's range (Cache.advise)
+
 # Which arrays' per-channel moments a store records (the inputs a standardisation is fitted on).
 MOMENTS = ("pooled", "temporal")
 
@@ -252,14 +254,11 @@ class Cache:
                 values = torch.empty((len(leading), stop - start, *array.shape[2:]), dtype=torch.float16)
             target = values.numpy()
             try:
-                # Straight into the result: one copy. Consecutive rows in one selection, whose
-                # chunks zarr fetches together (its orthogonal selection is ~50x slower).
-                if leading == list(range(leading[0], leading[-1] + 1)):
-                    array.get_basic_selection((slice(leading[0], leading[-1] + 1), slice(start, stop)),
-                                              out=NDBuffer.from_numpy_array(target))
-                else:
-                    for i, row in enumerate(leading):
-                        array.get_basic_selection((row, slice(start, stop)), out=NDBuffer.from_numpy_array(target[i]))
+                # Straight into the result, a layer at a time: zarr then holds one chunk's bytes
+                # at once, which malloc reuses from read to read; several (a selection of every
+                # layer) are given back to the kernel and fault in afresh, at half the speed.
+                for i, row in enumerate(leading):
+                    array.get_basic_selection((row, slice(start, stop)), out=NDBuffer.from_numpy_array(target[i]))
             except Exception as err:  # zarr and the codecs raise many types for damaged chunks
                 raise InputError(f"{self.path}: {name}, {self.damaged(name, leading, start, stop)} cannot be read "
                                  f"({first_line(err)}); delete the store and rerun the cache stage") from None
@@ -273,8 +272,9 @@ class Cache:
 
     def advise(self, start, stop, layers=None, temporal=False, tokens=False):
         """Ask the kernel to start reading the shard files that Cache.read of the same arguments
-        will read (posix_fadvise WILLNEED), so that it then finds them in memory; it may block
-        while the reads are queued: call it from a thread of its own."""
+        will read (posix_fadvise WILLNEED), so that it then finds them in memory. Linux reads at
+        most a readahead window (128 KB by default) a call: ADVISE_BYTES a call, over the file.
+        It may block while the reads are queued: call it from a thread of its own."""
         for name in self.arrays(layers, temporal, tokens):
             array = self.group[name]
             length = (array.shards or array.chunks)[1]  # snippets a shard file holds
@@ -283,7 +283,8 @@ class Cache:
                     if path.is_file():
                         descriptor = os.open(path, os.O_RDONLY)
                         try:
-                            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_WILLNEED)
+                            for offset in range(0, os.fstat(descriptor).st_size, ADVISE_BYTES):
+                                os.posix_fadvise(descriptor, offset, ADVISE_BYTES, os.POSIX_FADV_WILLNEED)
                         finally:
                             os.close(descriptor)
 

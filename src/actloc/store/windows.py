@@ -144,6 +144,13 @@ class BatchBuffers:
     def __init__(self, slots, pin=False):
         self.slots, self.pin, self.next = [{} for _ in range(slots)], pin, 0
 
+    def reserve(self, shapes, dtype):
+        """Size every slot for batches of `shapes` (the largest there will be) and touch its
+        memory: a training's memory is then what its settings say from the first step on."""
+        for _ in self.slots:
+            for x in self.take(shapes, dtype).values():
+                x.zero_()
+
     def take(self, shapes, dtype):
         """{name: a tensor of shapes[name] and `dtype`} in the next slot (contents undefined)."""
         slot, self.next = self.slots[self.next], (self.next + 1) % len(self.slots)
@@ -177,6 +184,15 @@ def padded(rows, multiple):
     return out, mask
 
 
+def batch_layout(video, what, size, length):
+    """({array: shape}, dtype) of a batch of `size` windows of `length` steps of videos like
+    `video`, reading `what`: float16 as stored, float32 for a resampled video."""
+    cache = video.cache
+    rows = cache.arrays(what["layers"], what["temporal"], what.get("tokens", False))
+    return ({name: (size, len(leading), length, *cache.row_shape(name)) for name, leading in rows.items()},
+            torch.float32 if video.steps else torch.float16)
+
+
 def collate(videos, windows, what, multiple, reads=None, buffers=None):
     """A padded batch of windows, float16 as stored (float32 for resampled videos): pooled (B, L,
     T, C), temporal (B, L, T, t, C) and block_tokens (B, 1, T, t, g*g, C) or None, mask (B, T),
@@ -188,10 +204,7 @@ def collate(videos, windows, what, multiple, reads=None, buffers=None):
     reads = reads or KeptReads()
     lengths = [stop - start for start, stop in windows]
     length = -(-max(lengths) // multiple) * multiple
-    cache = videos[0].cache
-    shapes = {name: (len(videos), len(rows), length, *cache.row_shape(name))
-              for name, rows in cache.arrays(what["layers"], what["temporal"], what.get("tokens", False)).items()}
-    dtype = torch.float32 if videos[0].steps else torch.float16
+    shapes, dtype = batch_layout(videos[0], what, len(videos), length)
     batch = buffers.take(shapes, dtype) if buffers else {name: torch.empty(shape, dtype=dtype)
                                                           for name, shape in shapes.items()}
     for i, (video, (start, stop)) in enumerate(zip(videos, windows)):
