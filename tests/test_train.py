@@ -393,3 +393,13 @@ def test_a_store_read_into_a_batch_view_equals_its_read(synthetic_dataset):
                                                  "temporal": batch[1, :, 5:15]})
     assert torch.equal(batch[1, :, 5:15], video.cache.read(3, 13, temporal=True)["temporal"])
     assert (batch[1, :, :5] == 7).all() and (batch[1, :, 15:] == 7).all() and (batch[0] == 7).all()
+
+
+def test_a_ring_slot_is_made_once_for_the_largest_batch_and_reused():
+    ring = windows.BatchBuffers(2, largest=({"pooled": (2, 1, 10, 4)}, torch.float16))
+    first = ring.take({"pooled": (1, 1, 3, 4)}, torch.float16)["pooled"]
+    assert first.shape == (1, 1, 3, 4) and first.untyped_storage().nbytes() == 2 * 1 * 10 * 4 * 2
+    ring.take({"pooled": (2, 1, 10, 4)}, torch.float16)
+    again = ring.take({"pooled": (2, 1, 7, 4)}, torch.float16)["pooled"]  # slot 0 once more: the same memory
+    assert again.data_ptr() == first.data_ptr()
+    assert ring.take({"pooled": (1, 1, 3, 4)}, torch.float32)["pooled"].dtype == torch.float32  # another layout

@@ -68,12 +68,11 @@ def batches(videos, what, cfg, max_length, multiple, reads, generator, buffers=N
 
 
 def batch_buffers(videos, what, cfg, max_length, multiple, device):
-    """The ring that training's batches are read into, reserved for the largest of them: read
-    ahead by `cfg.read_ahead`, one being read and one in use (windows.BatchBuffers)."""
-    buffers = windows.BatchBuffers(cfg.read_ahead + 2, pin=device.type == "cuda")
+    """The ring that training's batches are read into, its slots sized for the largest batch:
+    read ahead by `cfg.read_ahead`, one being read and one in use (windows.BatchBuffers)."""
     longest = min(max_length, max(video.length for video in videos))
-    buffers.reserve(*windows.batch_layout(videos[0], what, cfg.batch, -(-longest // multiple) * multiple))
-    return buffers
+    largest = windows.batch_layout(videos[0], what, cfg.batch, -(-longest // multiple) * multiple)
+    return windows.BatchBuffers(cfg.read_ahead + 2, largest, pin=device.type == "cuda")
 
 
 def train(index, annotations, subset, settings, out_model, out_log, out_summary, checkpoint=None, device="auto",

@@ -135,32 +135,31 @@ class KeptReads:
 
 
 class BatchBuffers:
-    """A ring of `slots` buffers that batches are laid out in, each grown to the largest batch it
-    has held (page-locked with `pin`, for CUDA's copies without blocking): reading into memory
-    used before spares the page faults of fresh memory, which cost as much as the reading. A
-    batch taken is overwritten `slots` batches later: whoever takes them must be done with it
-    by then (training reads `read_ahead` batches ahead of its step: read_ahead + 2 slots)."""
+    """A ring of `slots` buffers that batches are laid out in (page-locked with `pin`, for CUDA's
+    copies without blocking): reading into memory used before spares the page faults of fresh
+    memory, which cost as much as the reading. A slot is made at its first use, for the larger of
+    its batch and `largest` (({name: shape}, dtype): the largest batch there will be), and its
+    memory touched then, so that a training's memory is what its settings say, whatever its
+    videos, from its first read_ahead + 2 batches on. A batch taken is overwritten `slots`
+    batches later: whoever takes them must be done with it by then (training reads `read_ahead`
+    batches ahead of its step: read_ahead + 2 slots)."""
 
-    def __init__(self, slots, pin=False):
-        self.slots, self.pin, self.next = [{} for _ in range(slots)], pin, 0
-
-    def reserve(self, shapes, dtype):
-        """Size every slot for batches of `shapes` (the largest there will be) and touch its
-        memory: a training's memory is then what its settings say from the first step on."""
-        for _ in self.slots:
-            for x in self.take(shapes, dtype).values():
-                x.zero_()
+    def __init__(self, slots, largest=None, pin=False):
+        self.slots, self.largest, self.pin, self.next = [{} for _ in range(slots)], largest, pin, 0
 
     def take(self, shapes, dtype):
         """{name: a tensor of shapes[name] and `dtype`} in the next slot (contents undefined)."""
         slot, self.next = self.slots[self.next], (self.next + 1) % len(self.slots)
+        largest, largest_dtype = self.largest or ({}, None)
         out = {}
         for name, shape in shapes.items():
             size = math.prod(shape)
             if name not in slot or slot[name].numel() < size or slot[name].dtype != dtype:
-                slot.pop(name, None)  # freed before its larger successor is made
-                slot[name] = torch.empty(size, dtype=dtype, pin_memory=self.pin)
-            out[name] = slot[name][:size].view(shape)
+                slot.pop(name, None)  # freed before its successor is made
+                if dtype == largest_dtype and name in largest:
+                    size = max(size, math.prod(largest[name]))
+                slot[name] = torch.zeros(size, dtype=dtype, pin_memory=self.pin)
+            out[name] = slot[name][:math.prod(shape)].view(shape)
         return out
 
 
@@ -173,8 +172,8 @@ def window_targets(segments, labels, start, stop):
 
 
 def padded(rows, multiple):
-    """Rows (L, T_i, ...) zero-padded along T to the longest, rounded up to a multiple of
-    `multiple`: (B, L, T, ...) and the mask (B, T) of real steps."""
+    """Rows (L, T_i, ...) of a batch zero-padded along T to the longest, rounded up to a multiple
+    of `multiple`: (B, L, T, ...) and the mask (B, T) of real steps."""
     length = -(-max(row.shape[1] for row in rows) // multiple) * multiple
     out = rows[0].new_zeros(len(rows), rows[0].shape[0], length, *rows[0].shape[2:])
     mask = torch.zeros(len(rows), length, dtype=torch.bool, device=rows[0].device)
