@@ -2,7 +2,8 @@
 project's own writer (StoreWriter, its codecs and chunk length swapped) and read back by
 Cache.read, on the demo cache's real activations and on synthetic ViT-g-shaped ones.
 
-- stored: bytes on disk over raw float16 bytes;
+- stored: bytes on disk over raw float16 bytes (every alternative with a CRC-32C a chunk, but
+  one: the checksum's cost);
 - write MB/s: raw bytes a second through the writer (checks, moments and all);
 - read MB/s warm: stored bytes a second of whole-store reads (every layer, pooled and temporal),
   best of 3 after one, the page cache warm; cold: after dropping it (root only; else "n/a").
@@ -37,7 +38,8 @@ def alternatives():
 
     codecs = {"none": (), "lz4": (blosc("lz4", 1, "noshuffle"),), "lz4, shuffle": (blosc("lz4", 5, "shuffle"),),
               "zstd 1, shuffle": (blosc("zstd", 1, "shuffle"),), "zstd 5, shuffle (format 2)": (blosc("zstd", 5, "shuffle"),)}
-    return [(name, chunk, (*codec, Crc32cCodec())) for name, codec in codecs.items() for chunk in (256, 1024)]
+    checked = [(name, chunk, (*codec, Crc32cCodec())) for name, codec in codecs.items() for chunk in (256, 1024)]
+    return checked + [("none, no checksum (the checksum's cost)", 1024, ())]
 
 
 def demo_activations(folder):
