@@ -75,27 +75,6 @@ def test_snippet_batches_stream_holding_one_batch_of_frames():
         next(snippet_batches(frames(), 16, 17, 8))
 
 
-def test_prefetched_keeps_order_raises_errors_and_closes_its_source_early():
-    assert list(cache.prefetched((i for i in range(50)), depth=3)) == list(range(50))
-    closed = []
-
-    def source(fail_at=None):
-        try:
-            for i in range(1000):
-                if i == fail_at:
-                    raise InputError("video.mp4: stream ended inside a frame")
-                yield i
-        finally:
-            closed.append(True)
-
-    with pytest.raises(InputError, match="stream ended"):
-        list(cache.prefetched(source(fail_at=7)))
-    stream = cache.prefetched(source())
-    assert next(stream) == 0
-    stream.close()  # the consumer stops: the producer thread stops and closes its source
-    assert closed == [True, True]
-
-
 def test_store_equals_a_direct_forward_over_all_frames(video, settings, store):
     frames = np.stack(list(decode.iter_frames(video, size=PIXELS)))
     assert 68 < len(frames) <= 72  # 15 snippets

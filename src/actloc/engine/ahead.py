@@ -1,5 +1,6 @@
-"""Items of an iterable prepared by a background thread while the consumer works on earlier
-ones: training reads and pads the next batches while a step runs."""
+"""Items of a generator made by a background thread while the consumer works on earlier ones:
+the cache stage decodes and assembles snippets during the forward pass, training reads and
+pads its next batches while a step runs."""
 
 import queue
 import threading
@@ -7,42 +8,44 @@ import threading
 _DONE = object()
 
 
-def ahead(iterable, depth, prepare=None):
-    """The items of `iterable`, in order, each passed through `prepare` (when given), produced by
-    a background thread at most `depth` items ahead of the consumer (depth 0: in this thread).
-    An error raised while producing is raised here, at the item it replaced; a consumer that
-    stops early stops the thread. Memory: `depth` waiting items, one being made, one in use."""
-    prepare = prepare or (lambda item: item)
+def ahead(items, depth=2):
+    """The items of the generator `items`, in order, made by a background thread at most `depth`
+    ahead of the consumer (depth 0: in the consumer's thread). An error raised while making
+    them is raised here, at the item it replaced; a consumer that stops early stops the thread
+    and closes `items` (and so whatever is behind it: a decoder, a store). Memory: `depth`
+    items waiting, one being made, one in use."""
     if depth <= 0:
-        yield from map(prepare, iterable)
+        yield from items
         return
-    items, stop = queue.Queue(maxsize=depth), threading.Event()
+    slots, stop = queue.Queue(maxsize=depth), threading.Event()
 
     def put(item):
         while not stop.is_set():
             try:
-                items.put(item, timeout=0.1)
+                slots.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def produce():
+    def make():
         try:
-            for item in iterable:
-                if not put(prepare(item)):
+            for item in items:
+                if not put(item):
                     return
             put(_DONE)
         except BaseException as err:  # noqa: BLE001 (handed to the consumer, raised there)
             put(err)
+        finally:
+            items.close()
 
-    thread = threading.Thread(target=produce, name="actloc-read-ahead", daemon=True)
-    thread.start()
+    worker = threading.Thread(target=make, name="actloc-ahead", daemon=True)
+    worker.start()
     try:
-        while (item := items.get()) is not _DONE:
+        while (item := slots.get()) is not _DONE:
             if isinstance(item, BaseException):
                 raise item
             yield item
     finally:
         stop.set()
-        thread.join()
+        worker.join()

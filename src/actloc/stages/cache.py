@@ -6,8 +6,6 @@ per-video arrays) become stores too. Stores already complete with the same setti
 import contextlib
 import logging
 import math
-import queue
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ import zarr
 
 from ..backbones import videomae
 from ..backbones.presets import TUBELET
+from ..engine.ahead import ahead
 from ..engine.device import resolve_device
 from ..io import InputError, atomic_path, dataset_videos, read_json, video_paths, write_json
 from ..progress import progress
@@ -26,45 +25,6 @@ from ..store.stores import StoreWriter, array_shapes, check_alike, open_cache, w
 from . import decode
 
 log = logging.getLogger(__name__)
-
-
-def prefetched(items, depth=2):
-    """Iterate the generator `items` from a background thread, up to `depth` ahead, so that decoding and
-    snippet assembly overlap the forward pass. Errors surface in the caller; stopping early
-    closes `items` (and so the decoder behind it)."""
-    slots, stop, done = queue.Queue(depth), threading.Event(), object()
-
-    def put(item):
-        while not stop.is_set():
-            try:
-                slots.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                pass
-        return False
-
-    def work():
-        try:
-            for item in items:
-                if not put(item):
-                    break
-            else:
-                put(done)
-        except BaseException as err:  # handed to the caller, raised there
-            put(err)
-        finally:
-            items.close()
-
-    worker = threading.Thread(target=work, daemon=True)
-    worker.start()
-    try:
-        while (item := slots.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        worker.join()
 
 
 def protocol_attrs(settings):
@@ -153,7 +113,7 @@ def build_all(videos, outs, settings, snippet_frames=16, stride=4, batch=8, devi
     shapes = array_shapes(len(layers), model.preset.width, tokens, grid and (steps, grid * grid))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings["precision"] == "bf16")
     total = sum(expect[video]["snippets"] for video, _ in todo)
-    stream = prefetched(clip_stream([video for video, _ in todo], pixels, snippet_frames, stride, batch, threads))
+    stream = ahead(clip_stream([video for video, _ in todo], pixels, snippet_frames, stride, batch, threads))
     desc = todo[0][0].name if len(todo) == 1 else f"{len(todo)} videos"
     with contextlib.closing(stream), progress(total=total, unit="clip", desc=desc) as bar, torch.inference_mode():
         for video, out in todo:
