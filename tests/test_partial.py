@@ -1,5 +1,6 @@
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -154,18 +155,45 @@ def test_a_cache_without_block_tokens_or_another_backbone_is_refused(full_grid):
         net.features.load_backbone({**settings, "identity": "random:7", "seed": 7}, attrs)
 
 
-def test_partial_trains_and_infers_through_the_command_line(video, tmp_path, capfd):
+def partial_dataset(video, folder):
+    """Two training videos and a testing one cached with block 2's tokens at grid 1, indexed."""
     settings = backbone.describe("tiny-test", "tiny", pixels=PIXELS, layers=[2, 4], tokens={"grid": 1})
     assert settings["block_tokens"]["block"] == 2  # half the depth
-    (tmp_path / "backbone.json").write_text(json.dumps(settings))
+    (folder / "backbone.json").write_text(json.dumps(settings))
     database = {}
     for name, subset in (("a", "training"), ("b", "training"), ("c", "testing")):
-        cache.build(video, tmp_path / "cache" / f"{name}.zarr", settings, batch=4)
+        cache.build(video, folder / "cache" / f"{name}.zarr", settings, batch=4)
         database[name] = {"subset": subset, "duration": 5.0,
                           "annotations": [{"segment": [1.0, 3.0], "label": "x"}]}
-    (tmp_path / "gt.json").write_text(json.dumps({"classes": ["x", "y"], "database": database}))
-    assert cli.main(["cache-index", "--annotations", tmp_path / "gt.json", "--folder", tmp_path / "cache",
-                     "--backbone", tmp_path / "backbone.json", "--out", tmp_path / "index.json"]) == 0
+    (folder / "gt.json").write_text(json.dumps({"classes": ["x", "y"], "database": database}))
+    assert cli.main(["cache-index", "--annotations", folder / "gt.json", "--folder", folder / "cache",
+                     "--backbone", folder / "backbone.json", "--out", folder / "index.json"]) == 0
+
+
+def test_bf16_training_follows_fp32_within_bf16_precision(video, tmp_path):
+    """train.precision bf16 runs the steps under autocast (weights, optimiser, EMA in float32):
+    the same training's losses stay within bf16's precision of fp32's."""
+    from actloc.stages import train
+
+    partial_dataset(video, tmp_path)
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        run = {"method": "partial", "head": {"width": 16, "levels": 2, "regression_ranges": [[0, 4], [4, 1e4]]},
+               "partial": {"losa": LOSA}, "train": {"epochs": 3, "warmup_epochs": 0, "batch": 1,
+                                                    "precision": precision}}
+        out = tmp_path / precision
+        summary = train.train(tmp_path / "index.json", tmp_path / "gt.json", "training", run, out / "model.pt",
+                              out / "log.csv", out / "train.json", device="cpu", backbone=tmp_path / "backbone.json")
+        assert summary["precision"] == precision
+        state = torch.load(out / "model.pt", weights_only=True)["state"]
+        assert all(value.dtype != torch.bfloat16 for value in state.values())  # kept in float32
+        losses[precision] = torch.tensor(pd.read_csv(out / "log.csv")["loss"].to_numpy())
+    torch.testing.assert_close(losses["bf16"], losses["fp32"], rtol=3e-2, atol=0)
+    assert not torch.equal(losses["bf16"], losses["fp32"])  # it did run in bf16
+
+
+def test_partial_trains_and_infers_through_the_command_line(video, tmp_path, capfd):
+    partial_dataset(video, tmp_path)
     run = {"method": "partial", "head": {"width": 16, "levels": 2, "regression_ranges": [[0, 4], [4, 1e4]]},
            "partial": {"losa": LOSA}, "train": {"epochs": 2, "warmup_epochs": 0}}
     common = ["--index", tmp_path / "index.json", "--annotations", tmp_path / "gt.json", "--device", "cpu"]

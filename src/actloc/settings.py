@@ -26,6 +26,9 @@ class TrainConfig:
     seed: int = 0
     memory_mb: float = 4096  # cached activations kept in memory between epochs (data.KeptReads)
     read_ahead: int = 2  # batches read and padded in the background while a step runs
+    # "bf16" (autocast; weights, optimiser and EMA stay float32) or "fp32"; None: bf16 on CUDA for
+    # a method that runs backbone blocks (partial), else fp32
+    precision: str | None = None
     fixed_steps: int | None = None  # every video's features resampled to this length (ActivityNet's 192)
     actionness: bool = False  # one class for every action: labels come from a video-level classifier
 
@@ -40,6 +43,8 @@ class TrainConfig:
         for name in ("lr", "clip"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"train: {name} must be positive, got {getattr(self, name)}")
+        if self.precision not in (None, "bf16", "fp32"):
+            raise ValueError(f"train: precision must be bf16 or fp32, got {self.precision!r}")
         if not (0 <= self.ema <= 1 and 0 < self.keep_fraction <= 1):
             raise ValueError(f"train: ema must be within [0, 1] and keep_fraction within (0, 1], got {self.ema} "
                              f"and {self.keep_fraction}")

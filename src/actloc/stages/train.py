@@ -103,17 +103,21 @@ def train(index, annotations, subset, settings, out_model, out_log, out_summary,
     key = loop.fingerprint({"settings": settings, "store": store}, index, annotations)
 
     buffers = batch_buffers(videos, what, cfg, max_length, net.head.max_stride, device)
+    precision = cfg.precision or ("bf16" if device.type == "cuda" and net.tokens else "fp32")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
     def step_losses(epoch, generator):
         for batch in ahead(batches(videos, what, cfg, max_length, net.head.max_stride, reads, generator, buffers),
                            cfg.read_ahead):
             batch = windows.to_device(batch, device)
-            yield net.head.loss(net(batch), batch["targets"])
+            with autocast:  # left before yielding: backward and the optimiser step run outside it
+                losses = net.head.loss(net(batch), batch["targets"])
+            yield losses
 
     groups = loop.parameter_groups(net, cfg.weight_decay, cfg.lr)
     trained, rows = loop.optimise(net, groups, cfg, math.ceil(len(videos) / cfg.batch), step_losses, key,
                                   checkpoint, device, f"train {settings['method']}")
-    summary = loop.summarise(settings["method"], cfg, rows, len(videos), net, device)
+    summary = loop.summarise(settings["method"], cfg, rows, len(videos), net, device) | {"precision": precision}
     detector.save(out_model, trained, settings, classes, store, summary)
     loop.write_log(out_log, out_summary, rows, summary)
     if checkpoint:
