@@ -642,6 +642,47 @@ def ran_as(log, submitted):
     return bool(job) and any(job.group(1) in ids for ids in submitted.values())
 
 
+def planned_gpus(folder, device):
+    """{rule: the `gpu` resource of its jobs} in a dry run of the tiny demo through profiles/slurm."""
+    done = snakemake(folder, "-n", "all", "--config", f"device={device}", profile=ROOT / "profiles" / "slurm")
+    assert done.returncode == 0, done.stderr[-3000:]
+    gpus = {}
+    for rule, block in re.findall(r"^(?:rule|checkpoint) (\w+):\n(.*?)(?=^\S|\Z)", done.stdout, re.M | re.S):
+        found = re.search(r"resources: .*?\bgpu=(\d+)", block)
+        gpus.setdefault(rule, set()).add(int(found.group(1)) if found else 0)
+    return gpus
+
+
+def test_with_device_cuda_the_backbone_and_detector_jobs_ask_slurm_for_a_gpu_and_no_other_does(tmp_path):
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    tiny_config(tmp_path)
+    done = snakemake(tmp_path, "results/demo/annotations.json")  # past the checkpoint: every job planned
+    assert done.returncode == 0, done.stderr[-3000:]
+    gpus = planned_gpus(tmp_path, "cuda")
+    assert set(gpus) >= {"demo_data", "decode", "decode_index", "backbone", "cache", "cache_index", "lofi", "train",
+                         "infer", "evaluate", "report", "plots"}
+    wanted = {"cache", "lofi", "train", "infer"}  # and detect, with a dataset of videos
+    assert {rule: count for rule, count in gpus.items() if count != {0}} == {rule: {1} for rule in wanted}
+
+    class Resources(dict):
+        __getattr__ = dict.__getitem__
+
+    for rule, (count,) in gpus.items():  # what the executor plugin makes of them: its sbatch arguments
+        flags = set_gres_string(SimpleNamespace(resources=Resources({"gpu": count} if count else {})))
+        assert flags == (" --gpus=1" if rule in wanted else ""), rule
+    assert all(count == {0} for count in planned_gpus(tmp_path, "cpu").values())
+    detect = (ROOT / "workflow" / "rules" / "detect.smk").read_text()
+    assert "gpu=GPU," in detect  # the detect rule asks as the others do
+
+
+def test_the_default_profile_runs_gpu_jobs_one_at_a_time():
+    profile = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())
+    assert profile["resources"] == ["gpu=1"] and "executor" not in profile
+
+
 @pytest.mark.slow
 def test_the_demo_dag_through_slurm_gives_the_local_results(tiny_run, slurm, tmp_path):
     tiny_config(tmp_path)

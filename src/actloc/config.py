@@ -24,6 +24,18 @@ class ConfigError(ValueError):
     """A config.yaml that cannot run; its message is one line naming the entry."""
 
 
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # a folder a GPU, where NVIDIA's driver runs
+
+
+def gpu_resource(device):
+    """The `gpu` resource of a job that runs the backbone or a detector: 1 where it will use a
+    GPU (device cuda: a cluster's nodes have one, whatever the machine planning; auto on a
+    machine with an NVIDIA GPU), else 0. Read without torch, at parse time."""
+    if device.startswith("cuda"):
+        return 1
+    return int(device == "auto" and NVIDIA_GPUS.is_dir() and any(NVIDIA_GPUS.iterdir()))
+
+
 def lofi_methods(config):
     """The LoFi methods: each one's tuned backbone is a backbone named after it."""
     return [m for m, entry in config["methods"].items() if entry["type"] == "lofi"]

@@ -21,6 +21,7 @@ from actloc.config import (
     check as check_config,
     demo_options,
     evaluation_protocol,
+    gpu_resource,
     import_options,
     imported,
     imported_features,
@@ -249,9 +250,10 @@ def stage_a_args(wildcards):
 
 
 # Cluster resources (profiles/slurm). A failed job is retried there with its memory times the
-# attempt number, so one killed for memory gets more. A job uses a GPU only when config asks
-# for CUDA: `auto` may run anywhere.
-GPU = 1 if config["device"].startswith("cuda") else 0
+# attempt number, so one killed for memory gets more. The jobs that run the backbone or a
+# detector ask for a GPU where they will use one (device cuda, or auto on a GPU machine): on
+# SLURM `sbatch --gpus=1`; locally the default profile's `gpu=1` runs them one at a time.
+GPU = gpu_resource(config["device"])
 
 
 def memory(mb):
