@@ -653,6 +653,7 @@ def planned_gpus(folder, device):
     return gpus
 
 
+@pytest.mark.slow
 def test_with_device_cuda_the_backbone_and_detector_jobs_ask_slurm_for_a_gpu_and_no_other_does(tmp_path):
     from types import SimpleNamespace
 
