@@ -384,3 +384,18 @@ def test_advise_asks_for_every_byte_of_the_shard_files_a_read_will_open(tmp_path
         assert ranges[0][0] == 0 and all(a + n == b for (a, n), (b, _) in zip(ranges, ranges[1:]))
         assert ranges[-1][0] + ranges[-1][1] >= os.path.getsize(path)  # every byte, a range at a time
     assert {advice for *_, advice in asked} == {os.POSIX_FADV_WILLNEED}
+
+
+def test_chunks_are_cut_evenly_and_kept_under_the_byte_bound(tmp_path, monkeypatch):
+    from conftest import write_store
+
+    assert [stores.chunk_length(n) for n in (15, 150, 1024, 1025, 1438, 5000)] == [16, 160, 1024, 528, 720, 1008]
+    monkeypatch.setattr(stores, "CHUNK_BYTES", 64 * 8 * 2)  # 64 rows of 8 float16 channels
+    rng = np.random.default_rng(0)
+    pooled = rng.normal(size=(2, 150, 8)).astype(np.float32)
+    write_store(tmp_path / "v.zarr", pooled, pooled[:, :, None].repeat(4, 2), video="v")
+    group = zarr.open_group(tmp_path / "v.zarr", mode="r")
+    assert group["pooled"].shards == (2, 160, 8) and group["pooled"].chunks == (1, 32, 8)  # 160 = 5 x 32
+    assert group["temporal"].chunks == (1, 16, 4, 8)  # a row of 64 B: 16 rows, the least
+    read = stores.open_cache(tmp_path / "v.zarr").read(temporal=True)
+    assert torch.equal(read["pooled"], torch.from_numpy(pooled).half())

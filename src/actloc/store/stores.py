@@ -50,6 +50,19 @@ def chunk_length(snippets):
     return min(CHUNK, -(-math.ceil(snippets / math.ceil(snippets / CHUNK)) // ALIGN) * ALIGN)
 
 
+# A chunk's bytes at most: zarr holds a chunk's bytes while it reads it, and malloc reuses
+# blocks under 32 MB from read to read (above, fresh pages fault in at half the read's speed).
+CHUNK_BYTES = 24 * 2**20
+
+
+def inner_chunk(length, row_bytes):
+    """Rows of a chunk in a shard of `length` rows: the most that divide it in multiples of ALIGN
+    and stay within CHUNK_BYTES: the whole shard for pooled and temporal taps (ViT-g: 23 MB),
+    fewer for block tokens (ViT-g at grid 4: 360 KB a snippet, chunks of 64)."""
+    fits = [rows for rows in range(ALIGN, length + 1, ALIGN) if length % rows == 0 and rows * row_bytes <= CHUNK_BYTES]
+    return max(fits, default=length if length % ALIGN else ALIGN)
+
+
 # No compression: the codecs read at 0.4-0.73x its speed, for 56-100 % of the bytes
 # (benchmarks/store_format.py), and training is bound by its reads. A CRC-32C of each chunk,
 # checked on every read, makes a flipped byte an error, never values.
@@ -114,8 +127,8 @@ class StoreWriter:
         for name, (lead, shape) in shapes.items():
             self.arrays[name] = group.create_array(
                 name, shape=(lead, max(expected, 1), *shape), dtype="float16",
-                chunks=(1, self.shard, *shape), shards=(lead, self.shard, *shape), compressors=CODECS,
-                fill_value=np.nan)  # a missing chunk reads as NaN, never as data
+                chunks=(1, inner_chunk(self.shard, 2 * math.prod(shape)), *shape), shards=(lead, self.shard, *shape),
+                compressors=CODECS, fill_value=np.nan)  # a missing chunk reads as NaN, never as data
             self.buffers[name] = np.empty((lead, self.shard, *shape), np.float16)
         self.written = self.filled = 0
 
