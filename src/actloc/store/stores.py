@@ -212,6 +212,14 @@ class Cache:
         self.path, self.group, self.attrs = path, group, dict(group.attrs)
         self.layers = list(self.attrs["layers"])
         self.snippets = self.attrs["snippets"]
+        self.opened = {}
+
+    def array(self, name):
+        """Array `name`, opened once: opening reads its metadata from disk (~1 ms), and training
+        asks for each array of a video at every batch (to lay it out, advise and read it)."""
+        if name not in self.opened:
+            self.opened[name] = self.group[name]
+        return self.opened[name]
 
     def layer_index(self, layers):
         if layers is None:
@@ -226,7 +234,7 @@ class Cache:
 
     def damaged(self, name, rows, start, stop):
         """Which chunk of array `name` failed ("layer 4, snippets 1024-2047"), read chunk by chunk."""
-        array = self.group[name]
+        array = self.array(name)
         chunk = array.chunks[1]
         for row in rows:
             for first in range(start - start % chunk, stop, chunk):
@@ -249,7 +257,7 @@ class Cache:
 
     def row_shape(self, name):
         """The shape of a snippet's row of array `name`: (C,), (t, C) or (t, g*g, C)."""
-        return self.group[name].shape[2:]
+        return self.array(name).shape[2:]
 
     def read(self, start=0, stop=None, layers=None, temporal=False, tokens=False, out=None):
         """float16 tensors, as stored, {'pooled': (layers, n, C)[, 'temporal': (layers, n, t, C)][,
@@ -261,7 +269,7 @@ class Cache:
             raise ValueError(f"{self.path}: snippets [{start}, {stop}) outside [0, {self.snippets})")
         result = {}
         for name, leading in self.arrays(layers, temporal, tokens).items():
-            array = self.group[name]
+            array = self.array(name)
             values = (out or {}).get(name)
             if values is None:
                 values = torch.empty((len(leading), stop - start, *array.shape[2:]), dtype=torch.float16)
@@ -289,7 +297,7 @@ class Cache:
         most a readahead window (128 KB by default) a call: ADVISE_BYTES a call, over the file.
         It may block while the reads are queued: call it from a thread of its own."""
         for name in self.arrays(layers, temporal, tokens):
-            array = self.group[name]
+            array = self.array(name)
             length = (array.shards or array.chunks)[1]  # snippets a shard file holds
             for shard in range(start // length, (stop - 1) // length + 1):
                 for path in (self.path / name / "c" / "0" / str(shard)).rglob("*"):
@@ -309,9 +317,9 @@ class Cache:
             return None
         index = self.layer_index(layers)
         out = {}
-        for name in ("pooled", "temporal")[:1 + temporal]:
+        for name in MOMENTS[:1 + temporal]:
             try:
-                total, squares = torch.from_numpy(self.group[f"moments_{name}"][:])[:, index]
+                total, squares = torch.from_numpy(self.array(f"moments_{name}")[:])[:, index]
             except Exception as err:  # noqa: BLE001 (as in read)
                 raise InputError(f"{self.path}: moments_{name} cannot be read ({first_line(err)}); delete the "
                                  f"store and rerun the cache stage") from None
