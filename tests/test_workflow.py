@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import h5py
@@ -767,3 +768,31 @@ def test_the_datasets_ambiguous_setting_reaches_the_evaluate_command(tiny_run, t
     assert done.returncode == 0, done.stderr[-3000:]
     commands = [line for line in (done.stdout + done.stderr).splitlines() if "actloc evaluate" in line]
     assert len(commands) == 1 and "--ambiguous ignore" in commands[0]
+
+
+def test_the_conda_env_pins_what_pyproject_pins():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    env = yaml.safe_load((ROOT / "envs" / "actloc.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert pip == project["dependencies"]
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
+    assert python == f"python={sys.version_info.major}.{sys.version_info.minor}"
+    assert project["requires-python"] == ">=3.11" and sys.version_info >= (3, 11)
+
+
+@pytest.mark.parametrize("folder, installs", [("checkout", True), ("elsewhere", False)])
+def test_the_conda_post_deploy_installs_the_checkout_editable_and_only_from_it(tmp_path, folder, installs):
+    """Snakemake runs the script with the new environment's pip first on PATH, from its own folder."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pip").write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/pip-args\n')
+    (bin_dir / "pip").chmod(0o755)
+    cwd = ROOT if folder == "checkout" else tmp_path
+    run = subprocess.run(["bash", ROOT / "envs" / "actloc.post-deploy.sh"], cwd=cwd, capture_output=True,
+                         text=True, env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    if installs:
+        assert run.returncode == 0, run.stderr
+        assert (tmp_path / "pip-args").read_text().split() == ["install", "--no-deps", "--editable", str(ROOT)]
+    else:
+        assert run.returncode == 1 and "not the actloc checkout" in run.stderr
+        assert not (tmp_path / "pip-args").exists()
