@@ -168,8 +168,8 @@ def measure(mode, index, annotations, step_ms):
         optimizer.step()
         loss.item()
 
-    buffers = None if mode == "compute" else train.batch_buffers(videos, net.reads, cfg, cfg.max_length,
-                                                                 net.head.max_stride, device)
+    buffers = None if mode == "compute" else train.batch_buffers(videos, net.reads, cfg.batch, cfg.max_length,
+                                                                 net.head.max_stride, cfg.read_ahead, device)
     epochs = []
     for number in range(EPOCHS):
         if mode == "read_cold":

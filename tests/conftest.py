@@ -1,4 +1,5 @@
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,13 @@ TINY_DEMO = dict(seed=3, n_train=2, n_test=1, min_seconds=8, max_seconds=10)
 
 def run_ffmpeg(*args):
     subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-y", *map(str, args)], check=True)
+
+
+def free_port():
+    """A TCP port free on localhost, for a data-parallel training's processes to meet at."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
 
 
 def env_with_actloc():

@@ -100,9 +100,10 @@ def test_the_schema_states_the_codes_defaults(path, settings):
     for key in path:
         node = node[key]
     fields = {f.name: f.default for f in dataclasses.fields(settings)}
-    # Every setting the schema takes exists in code, and every default it states is the code's.
-    assert set(node) - {"train"} <= set(fields)
-    stated = described_defaults(node)
+    # Every setting the schema takes exists in code, and every default it states is the code's
+    # (but train.gpus, how many processes run a training: config.training keeps it from the code).
+    assert set(node) - {"train", "gpus"} <= set(fields)
+    stated = {key: value for key, value in described_defaults(node).items() if key != "gpus"}
     assert stated, "the schema states no default here"
     for key, value in stated.items():
         assert value == fields[key], key
@@ -158,6 +159,21 @@ def test_method_settings_merge_dataset_and_method(shipped):
     stage_a = cfg.lofi_settings(shipped, "demo-full", "lofi")
     assert stage_a["lofi"]["snippet_frames"] == 16 and stage_a["lofi"]["stride"] == 4
     assert stage_a["train"]["epochs"] == 20
+
+
+def test_gpus_is_how_many_processes_train_and_no_training_setting(shipped):
+    config = copy.deepcopy(shipped)
+    config["datasets"]["demo"]["train"]["gpus"] = 2
+    config["methods"]["partial"] = {"type": "partial", "train": {"gpus": 4, "batch": 8}}
+    config["methods"]["lofi"]["lofi"] = {**config["methods"]["lofi"].get("lofi", {}), "train": {"gpus": 8}}
+    assert cfg.training(config, "demo", "losa") == ({**shipped["datasets"]["demo"]["train"]}, 2)
+    assert cfg.training(config, "demo", "partial")[1] == 4 and cfg.training(config, "demo", "lofi")[1] == 2
+    assert cfg.training(config, "demo", "lofi", stage_a=True)[1] == 8
+    assert cfg.training(shipped, "demo", "losa")[1] == 1
+    for method in ("losa", "partial", "lofi"):
+        assert "gpus" not in cfg.method_settings(config, "demo", method)["train"]
+    assert "gpus" not in cfg.lofi_settings(config, "demo", "lofi")["train"]
+    assert cfg.method_settings(config, "demo", "partial")["train"]["batch"] == 8
 
 
 def test_the_modules_the_snakefile_imports_do_not_import_torch():

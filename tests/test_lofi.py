@@ -1,10 +1,12 @@
 import json
 import math
+import os
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.multiprocessing as mp
 
 from actloc.backbones import videomae
 from actloc.engine.device import fixed_bytes, saved_bytes
@@ -16,6 +18,7 @@ from actloc.stages import backbone
 from actloc.stages import cache
 from actloc.stages import decode
 from actloc.store.stores import open_cache
+from conftest import free_port
 
 PIXELS = 64  # four patches a side: S, ST and T each cut the tokens of a step
 SIDES = {"S": 32, "T": 64, "ST": 48}
@@ -241,6 +244,30 @@ def test_stage_a_killed_in_its_last_epoch_resumes_to_the_same_tuned_backbone(sta
     assert len(calls) == 2 + 2  # the statistics, then epoch 3 alone: resumed, not run again
     assert (tmp_path / "backbone.pth").read_bytes() == (out / "backbone.pth").read_bytes()
     assert not checkpoint.exists()
+
+
+def stage_a_as(rank, decoded, port, out):
+    """Stage A as process `rank` of two, as torchrun starts them."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    index, annotations, base = decoded
+    lofi.train_stage_a(index, annotations, "training", settings(), base, "tuned", out / "backbone.pth",
+                       out / "backbone.json", out / "log.csv", out / "stage_a.json", device="cpu")
+
+
+def test_stage_a_in_two_processes_tunes_the_backbone_as_one_does(stage_a, decoded, tmp_path):
+    """Two videos a step, one a process: the losses and the tuned backbone of one process."""
+    out, _, _ = stage_a
+    mp.start_processes(stage_a_as, (decoded, free_port(), tmp_path), nprocs=2, start_method="spawn")
+    one, two = pd.read_csv(out / "log.csv"), pd.read_csv(tmp_path / "log.csv")
+    torch.testing.assert_close(torch.tensor(two["loss"].values), torch.tensor(one["loss"].values), rtol=1e-4, atol=0)
+    reference = torch.load(out / "backbone.pth", weights_only=True)
+    tuned = torch.load(tmp_path / "backbone.pth", weights_only=True)
+    assert tuned.keys() == reference.keys()
+    for key, value in tuned.items():
+        if torch.is_tensor(value):
+            torch.testing.assert_close(value, reference[key], rtol=0, atol=3e-4, msg=key)
+    assert json.loads((tmp_path / "stage_a.json").read_text())["processes"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backbone.json", "backbone.pth", "log.csv", "stage_a.json"]
 
 
 def test_bad_lofi_settings_are_clear_errors():

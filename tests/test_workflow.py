@@ -796,3 +796,44 @@ def test_the_conda_post_deploy_installs_the_checkout_editable_and_only_from_it(t
     else:
         assert run.returncode == 1 and "not the actloc checkout" in run.stderr
         assert not (tmp_path / "pip-args").exists()
+
+
+@pytest.mark.slow
+def test_a_training_on_two_gpus_runs_as_two_processes_and_follows_one(tiny_run, tmp_path):
+    """train.gpus: 2 (here CPU processes) trains that method again (its result differs in float
+    rounding), under torchrun."""
+    shutil.copytree(tiny_run, tmp_path, dirs_exist_ok=True)
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    config["methods"]["losa"]["train"] = {"gpus": 2}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    assert planned_jobs(snakemake(tmp_path, "-n", "all")) == {"train": 1, "infer": 1, "evaluate": 1} | DOWNSTREAM
+    done = snakemake(tmp_path, "-p", "results/demo/losa/model.pt")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "torchrun --standalone --nproc-per-node 2 --no-python actloc train" in done.stdout + done.stderr
+    assert "data-parallel training: 2 processes" in (tmp_path / "results/demo/logs/train/losa.log").read_text()
+    one, two = (pd.read_csv(f / "results/demo/losa/train_log.csv") for f in (tiny_run, tmp_path))
+    torch.testing.assert_close(torch.tensor(two["loss"].values), torch.tensor(one["loss"].values), rtol=1e-4, atol=0)
+    assert json.loads((tmp_path / "results/demo/losa/train.json").read_text())["processes"] == 2
+
+
+@pytest.mark.slow
+def test_a_training_on_two_gpus_asks_slurm_for_both_on_one_node(tmp_path):
+    """The plugin makes `gpu=N` `sbatch --gpus=N` (see the test above) and `nodes=1` `--nodes=1`."""
+    tiny_config(tmp_path)
+    done = snakemake(tmp_path, "results/demo/annotations.json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    config["methods"]["losa"]["train"] = {"gpus": 2}
+    config["methods"]["lofi"]["lofi"]["train"]["gpus"] = 4
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    done = snakemake(tmp_path, "-n", "all", "--config", "device=cuda", profile=ROOT / "profiles" / "slurm")
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = {}
+    for rule, block in re.findall(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", done.stdout, re.M | re.S):
+        wildcards = re.search(r"wildcards: (.*)", block)
+        resources = dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"resources: (.*)", block).group(1)))
+        jobs[(rule, wildcards and wildcards.group(1))] = resources
+    assert jobs[("train", "ds=demo, method=losa")]["gpu"] == "2"
+    assert jobs[("train", "ds=demo, method=head_only")]["gpu"] == "1"
+    assert jobs[("lofi", "ds=demo, method=lofi")]["gpu"] == "4"
+    assert all(jobs[key]["nodes"] == "1" for key in jobs if key[0] in ("train", "lofi"))

@@ -277,6 +277,8 @@ def cmd_train(args):
     else:
         summary = train.train(args.index, args.annotations, args.subset, settings, args.out_model, args.out_log,
                               args.out_summary, args.checkpoint, args.device, args.backbone, args.expect)
+    if summary is None:  # a data-parallel process other than the first: it writes nothing
+        return []
     log.info("%s: %s, %d trainable parameters, %.1f s, peak %.0f MB", args.out_model, summary["method"],
              summary["trainable_parameters"], summary["train_seconds"], summary["peak_memory_mb"])
     return [path for path in (args.out_model, args.out_backbone, args.out_log, args.out_summary) if path]

@@ -54,6 +54,11 @@ def check_settings(where, make, entry):
         raise ConfigError(f"config.yaml: {where}: {err}") from None
 
 
+def computed(train):
+    """Training settings but `gpus`: how many processes run a training, not what it computes."""
+    return {key: value for key, value in train.items() if key != "gpus"}
+
+
 def check(config):
     """Every cross-check of a schema-valid config.yaml; the first failure is a ConfigError."""
     backbones, methods_ = list(config["backbones"]), config["methods"]
@@ -69,10 +74,10 @@ def check(config):
                               f"(no module {methods.module_name(entry['type'])})")
         own = dict(entry.get(entry["type"], {}))
         if entry["type"] == "lofi":  # LoFi's stage A has training settings of its own
-            check_settings(f"methods.{name}.lofi.train", TrainConfig, own.pop("train", {}))
+            check_settings(f"methods.{name}.lofi.train", TrainConfig, computed(own.pop("train", {})))
         if entry["type"] in OWN_SETTINGS:
             check_settings(f"methods.{name}.{entry['type']}", OWN_SETTINGS[entry["type"]], own)
-        check_settings(f"methods.{name}.train", TrainConfig, entry.get("train", {}))
+        check_settings(f"methods.{name}.train", TrainConfig, computed(entry.get("train", {})))
     for name in set(imported) & set(backbones):
         raise ConfigError(f"config.yaml: {name!r} names both a backbone and imported features")
     for name in set(lofi) & (set(backbones) | set(imported)):
@@ -115,7 +120,7 @@ def check_dataset(config, ds, d):
         if isinstance(names, str) and not Path(names).is_file():
             raise ConfigError(f"{where}: select.{subset}: {names}: file not found (a text file, a video a line)")
     check_settings(f"dataset {ds!r}: head", lambda **entry: head_config(entry), d.get("head", {}))
-    check_settings(f"dataset {ds!r}: train", TrainConfig, d.get("train", {}))
+    check_settings(f"dataset {ds!r}: train", TrainConfig, computed(d.get("train", {})))
     entry = config["backbones"].get(d["backbone"])
     channels = PRESETS[entry["preset"]].width if entry else None  # imported features: known once imported
     for method in d["methods"]:
@@ -193,7 +198,18 @@ def method_settings(config, dataset, method):
     # How the videos were decoded, which the model records for `actloc detect` to decode new ones alike.
     decode = {} if imported(data_entry) else {"decode": {key: data_entry["decode"][key] for key in ("fps", "short_side")}}
     return {"method": kind, "head": data_entry.get("head", {}), **own, **decode,
-            "train": {**data_entry.get("train", {}), **entry.get("train", {}), **actionness}}
+            "train": {**training(config, dataset, method)[0], **actionness}}
+
+
+def training(config, dataset, method, stage_a=False):
+    """(training settings, processes) of a method on a dataset: the dataset's settings,
+    overridden by the method's (and for LoFi's stage A, by its `lofi.train`), and apart from
+    them their `gpus` (1): the processes, data-parallel on one node, a GPU each where the
+    device is CUDA."""
+    entry = config["methods"][method]
+    merged = {**config["datasets"][dataset].get("train", {}), **entry.get("train", {}),
+              **(entry.get("lofi", {}).get("train", {}) if stage_a else {})}
+    return computed(merged), merged.get("gpus", 1)
 
 
 def lofi_settings(config, dataset, method):
@@ -206,7 +222,7 @@ def lofi_settings(config, dataset, method):
     return {"method": "lofi", "head": data_entry.get("head", {}),
             "lofi": {key: value for key, value in lofi.items() if key != "train"}
             | {"snippet_frames": snippets["frames"], "stride": snippets["stride"]},
-            "train": {**data_entry.get("train", {}), **entry.get("train", {}), **lofi.get("train", {})}}
+            "train": training(config, dataset, method, stage_a=True)[0]}
 
 
 def demo_options(dataset, keys=None):

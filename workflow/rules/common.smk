@@ -28,6 +28,7 @@ from actloc.config import (
     lofi_methods,
     lofi_settings,
     method_settings,
+    training,
     sources,
     subsets as dataset_subsets,
 )
@@ -228,6 +229,27 @@ def train_settings(wildcards):
     return json.dumps(settings, sort_keys=True)
 
 
+def training_processes(wildcards):
+    """The processes of a training (its `train.gpus`), data-parallel on one node."""
+    return training(config, wildcards.ds, wildcards.method)[1]
+
+
+def stage_a_processes(wildcards):
+    """The processes of a LoFi method's stage A (its `train.gpus`, or its `lofi.train.gpus`)."""
+    return training(config, wildcards.ds, wildcards.method, stage_a=True)[1]
+
+
+def launcher(processes):
+    """What starts `actloc train` in a rule's command: nothing for one process; torchrun for
+    several (on the job's node, at a free port: two trainings on one node do not meet).
+    """
+    return lambda wildcards: (
+        f"torchrun --standalone --nproc-per-node {processes(wildcards)} --no-python "
+        if processes(wildcards) > 1
+        else ""
+    )
+
+
 def lofi_train_settings(wildcards):
     """`actloc train --settings` of a LoFi method's stage A, as JSON."""
     settings = lofi_settings(config, wildcards.ds, wildcards.method)
@@ -252,7 +274,8 @@ def stage_a_args(wildcards):
 # Cluster resources (profiles/slurm). A failed job is retried there with its memory times the
 # attempt number, so one killed for memory gets more. The jobs that run the backbone or a
 # detector ask for a GPU where they will use one (device cuda, or auto on a GPU machine): on
-# SLURM `sbatch --gpus=1`; locally the default profile's `gpu=1` runs them one at a time.
+# SLURM `sbatch --gpus=1`; locally the default profile's `gpu=1` runs them one at a time. A
+# training of several processes asks for a GPU each, on one node.
 GPU = gpu_resource(config["device"])
 
 

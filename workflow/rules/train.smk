@@ -13,14 +13,17 @@ rule train:
         "results/{ds}/benchmarks/train/{method}.tsv"
     conda:
         "../../envs/actloc.yaml"
-    # One thread: a head's step on cached features is too small to gain from intra-op threads
-    # (the demo's LoSA step: 660 ms with one, 652 with two), and methods then train side by side.
-    threads: 1
+    # One thread a process: a head's step on cached features is too small to gain from intra-op
+    # threads (the demo's LoSA step: 660 ms with one, 652 with two), and methods then train side
+    # by side. Several processes (train.gpus) train data-parallel, a GPU each, on one node.
+    threads: training_processes
     resources:
-        mem_mb=memory(16000),
+        mem_mb=memory(lambda wildcards: 16000 * training_processes(wildcards)),
         runtime=720,
-        gpu=GPU,
+        gpu=lambda wildcards: GPU * training_processes(wildcards),
+        nodes=1,
     params:
+        launcher=launcher(training_processes),
         subset=lambda wildcards: dataset(wildcards)["train_subset"],
         settings=train_settings,
         # Not an output: it must outlive a failed or killed job, which resumes from it.
@@ -29,8 +32,8 @@ rule train:
         backbone=tuned_backbone_option,
         expect=expected_stores,
     shell:
-        "actloc train --index {input.index:q} --annotations {input.annotations:q}"
+        "{params.launcher}actloc train --index {input.index:q} --annotations {input.annotations:q}"
         " --subset {params.subset} --settings {params.settings:q} {params.backbone}"
         " --out-model {output.model:q} --out-log {output.log_csv:q} --out-summary {output.summary:q}"
         " --checkpoint {params.checkpoint:q} --expect {params.expect:q} --device {params.device:q}"
-        " --threads {threads} 2> {log:q}"
+        " --threads 1 2> {log:q}"

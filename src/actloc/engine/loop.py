@@ -21,6 +21,7 @@ import torch
 from ..io import atomic_path, load_weights, write_json, write_text
 from ..progress import progress
 from .device import peak_memory_mb
+from .distributed import World
 
 log = logging.getLogger(__name__)
 
@@ -103,36 +104,42 @@ def resume(checkpoint, key, device, net, ema, optimizer, scheduler):
     return state["log"]
 
 
-def optimise(net, groups, cfg, per_epoch, step_losses, key, checkpoint, device, desc):
+def optimise(net, groups, cfg, per_epoch, step_losses, key, checkpoint, device, desc, world=World()):
     """The training loop every method shares: AdamW over parameter `groups`, warm-up and cosine
     schedule, clipping, EMA, a per-epoch checkpoint (resumed when it matches `key`). `step_losses(epoch,
     generator)` yields one dict of losses per step; its "loss" is minimised before the next.
-    Returns (EMA model, a log row per epoch)."""
+    Data-parallel (`world`, engine.distributed): each process's losses are its share of the
+    step's, their gradients and losses are summed over the processes, and the first one alone
+    shows progress and writes the checkpoint. Returns (EMA model, a log row per epoch)."""
     optimizer = torch.optim.AdamW(groups, fused=True)  # one kernel per step, not one per tensor
     epochs = cfg.warmup_epochs + cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, cfg.warmup_epochs * per_epoch, epochs * per_epoch))
     ema = EMA(net, cfg.ema)
     rows = resume(checkpoint, key, device, net, ema, optimizer, scheduler) if checkpoint else []
-    bar = progress(total=epochs * per_epoch, initial=len(rows) * per_epoch, desc=desc, unit="step")
+    bar = progress(total=epochs * per_epoch, initial=len(rows) * per_epoch, desc=desc, unit="step",
+                   disable=not world.main)
     for epoch in range(len(rows), epochs):
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         net.train()
         sums, started = defaultdict(float), time.perf_counter()
         for losses in step_losses(epoch, generator):
             optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
+            if losses["loss"].requires_grad:  # not where a process had no window in this step
+                losses["loss"].backward()
+            world.sum_gradients(net.parameters())
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
             optimizer.step()
             scheduler.step()
             ema.update(net)
-            for name, value in losses.items():
-                sums[name] += value.item() / per_epoch
+            values = dict(zip(losses, world.total(torch.stack([v.detach().float() for v in losses.values()])).tolist()))
+            for name, value in values.items():
+                sums[name] += value / per_epoch
             bar.update()
-            bar.set_postfix(loss=f"{losses['loss'].item():.3f}", refresh=False)
+            bar.set_postfix(loss=f"{values['loss']:.3f}", refresh=False)
         rows.append({"epoch": epoch + 1, **sums, "lr": scheduler.get_last_lr()[0],
                      "seconds": time.perf_counter() - started, "peak_memory_mb": peak_memory_mb(device)})
-        if checkpoint:
+        if checkpoint and world.main:
             with atomic_path(checkpoint) as tmp:
                 torch.save({"fingerprint": key, "model": net.state_dict(), "ema": ema.model.state_dict(),
                             "ema_updates": ema.updates, "optimizer": optimizer.state_dict(),

@@ -174,21 +174,34 @@ class Head(nn.Module):
         reg_target = offsets[torch.arange(n), index] / stride[:, None]
         return cls_target, reg_target
 
-    def loss(self, outputs, targets, update_norm=True):
+    def loss(self, outputs, targets, update_norm=True, total=None):
         """Focal + DIoU losses, both divided by an EMA of the positive count (updated when
-        training). `targets` is a list per video of (segments (G, 2) in snippets, labels (G,))."""
+        training). `targets` is a list per video of (segments (G, 2) in snippets, labels (G,));
+        `total`: sums a count over the processes of a data-parallel training, whose windows
+        together are the batch (engine.distributed.World.total)."""
         points = self.points(outputs[2][0].shape[1], outputs[0][0].device)  # level 0: the input's length
         logits, offsets, masks = (torch.cat(parts, 1) for parts in outputs)
         cls_targets, reg_targets = zip(*(self.assign(points, s, l) for s, l in targets))
         cls_targets, reg_targets = torch.stack(cls_targets), torch.stack(reg_targets)
         positive = (cls_targets.sum(-1) > 0) & masks
         if update_norm and self.training:
-            m = self.config.loss_momentum
-            self.loss_norm.mul_(m).add_((1 - m) * max(int(positive.sum()), 1))
+            self.update_norm(positive.sum(), total)
         cls_loss = sigmoid_focal_loss(logits[masks], cls_targets[masks], self.config.focal_alpha,
                                       self.config.focal_gamma).sum() / self.loss_norm
         reg_loss = diou_loss(offsets[positive], reg_targets[positive]).sum() / self.loss_norm
         return {"loss": cls_loss + reg_loss, "cls_loss": cls_loss, "reg_loss": reg_loss}
+
+    def update_norm(self, positives, total=None):
+        """One step of the positive count's EMA: `positives` of this process, summed by `total`."""
+        positives = positives if total is None else total(positives)
+        m = self.config.loss_momentum
+        self.loss_norm.mul_(m).add_((1 - m) * max(int(positives), 1))
+
+    def no_loss(self, total):
+        """The losses of a data-parallel process without a window in a step (the epoch's last
+        batch can have fewer than the processes): zeros, after adding its none to the count."""
+        self.update_norm(torch.zeros((), dtype=torch.long, device=self.loss_norm.device), total)
+        return dict.fromkeys(("loss", "cls_loss", "reg_loss"), self.loss_norm.new_zeros(()))
 
     @torch.no_grad()
     def detect(self, outputs, lengths):

@@ -36,8 +36,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..backbones import videomae
-from ..engine import loop
-from ..engine.device import fixed_bytes, make_deterministic, resolve_device, saved_bytes
+from ..engine import distributed, loop
+from ..engine.device import fixed_bytes, make_deterministic, saved_bytes
 from ..io import InputError, atomic_path, read_annotations, read_json, write_json
 from ..settings import CYCLE, MODES, LofiConfig, TrainConfig, full_settings, head_config
 from ..stages import backbone, decode
@@ -245,11 +245,21 @@ def train_stage_a(index, annotations, subset, settings, base, name, out_model, o
                   checkpoint_path=None, device="auto"):
     """`actloc train` with method lofi. index: the decode stage's videos.json; base: the JSON of
     `actloc backbone` for the backbone to tune. Writes the tuned backbone (out_model, .pth) and
-    its JSON (out_backbone, named `name`), the log and the summary; returns the summary."""
+    its JSON (out_backbone, named `name`), the log and the summary; returns the summary (None
+    in a data-parallel process other than the first: under torchrun or srun, the processes
+    train data-parallel, engine.distributed)."""
     settings = full_settings(settings)
-    cfg, train_cfg = LofiConfig(**settings["lofi"]), TrainConfig(**settings["train"])
+    train_cfg = TrainConfig(**settings["train"])
+    with distributed.joined(device, train_cfg.batch) as (world, device):
+        return stage_a_on(world, device, train_cfg, settings, index, annotations, subset, base, name, out_model,
+                          out_backbone, out_log, out_summary, checkpoint_path)
+
+
+def stage_a_on(world, device, train_cfg, settings, index, annotations, subset, base, name, out_model, out_backbone,
+               out_log, out_summary, checkpoint_path):
+    """`train_stage_a`, as one of the processes of `world` on `device`."""
+    cfg = LofiConfig(**settings["lofi"])
     base = backbone.read_description(base)
-    device = resolve_device(device)
     make_deterministic(train_cfg.seed)
     videos, classes = load_videos(index, annotations, subset, cfg)
     vit, _ = videomae.load(base["preset"], base["checkpoint"], base["seed"])
@@ -260,14 +270,19 @@ def train_stage_a(index, annotations, subset, settings, base, name, out_model, o
     reader = FrameReader(base["pixels"], cfg.frame_memory_mb)
     per_epoch = math.ceil(len(videos) / train_cfg.batch)
 
-    def batch_of(chosen, mode, generator):
-        """Each video's clips at `mode` for a random window, and its targets in the window's steps."""
+    def batch_of(chosen, mode, generator, world=distributed.World()):
+        """Each video's clips at `mode` for a random window, and its targets in the window's steps:
+        of `world`'s share of the videos, though every process draws every window (so that their
+        generators stay alike)."""
         every, (side, window, _) = MODES[mode][0], plan[mode]
-        clips, targets = [], []
+        drawn = []
         for video in chosen:
             phase = int(torch.randint(min(every, video.length), (1,), generator=generator))
             snippets, segments = video.view(every, phase)
-            start, stop = windows.training_window(len(snippets), segments, window, generator, train_cfg.keep_fraction)
+            drawn.append((video, snippets, segments,
+                          windows.training_window(len(snippets), segments, window, generator, train_cfg.keep_fraction)))
+        clips, targets = [], []
+        for video, snippets, segments, (start, stop) in world.share(drawn):
             clips.append(clips_of(reader, video, snippets[start:stop], cfg, side).to(device))
             targets.append(tuple(x.to(device) for x in windows.window_targets(segments, video.labels, start, stop)))
         return clips, targets
@@ -283,22 +298,28 @@ def train_stage_a(index, annotations, subset, settings, base, name, out_model, o
         order = torch.randperm(len(videos), generator=generator).tolist()
         for step, first in enumerate(range(0, len(order), train_cfg.batch), start=epoch * per_epoch):
             mode = mode_at(cfg, epoch, step)
-            clips, targets = batch_of([videos[i] for i in order[first:first + train_cfg.batch]], mode, generator)
+            clips, targets = batch_of([videos[i] for i in order[first:first + train_cfg.batch]], mode, generator,
+                                      world)
+            if not clips:
+                yield net.detector.head.no_loss(world.total)
+                continue
             with autocast:  # left before yielding: backward and the optimiser step run outside it
                 outputs, _ = net(clips, net.detector.head.max_stride)
-                losses = net.detector.head.loss(outputs, targets)
+                losses = net.detector.head.loss(outputs, targets, total=world.total)
             yield losses
 
     groups = (loop.parameter_groups(net.backbone, train_cfg.weight_decay, train_cfg.lr * cfg.backbone_lr)
               + loop.parameter_groups(net.detector, train_cfg.weight_decay, train_cfg.lr))
     key = loop.fingerprint({"settings": settings, "base": base["identity"]}, index, annotations)
     tuned, rows = loop.optimise(net, groups, train_cfg, per_epoch, step_losses, key, checkpoint_path, device,
-                                 f"lofi stage A ({cfg.fidelity})")
+                                 f"lofi stage A ({cfg.fidelity})", world)
+    if not world.main:
+        return None
     save_backbone(out_model, tuned.backbone, {"settings": settings, "base": base["identity"]})
     tuned_settings = backbone.describe(name, base["preset"], out_model, base["seed"], base["pixels"],
                                        base["layers"], base["temporal"], base["precision"])
     write_json(out_backbone, tuned_settings)
-    summary = loop.summarise("lofi", train_cfg, rows, len(videos), net, device)
+    summary = loop.summarise("lofi", train_cfg, rows, len(videos), net, device) | {"processes": world.size}
     summary.update(fidelity=cfg.fidelity, base=base["identity"], identity=tuned_settings["identity"],
                    steps={mode: {"side": side, "snippets_per_video": window, "snippet_mb": round(per / 2**20, 3)}
                           for mode, (side, window, per) in plan.items()})
