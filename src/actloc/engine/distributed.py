@@ -97,8 +97,8 @@ def joined(device="auto", batch=1):
     if size == 1:
         yield World(), device
         return
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
+    if device.type == "cuda":  # srun may show each process its own GPU alone, as device 0
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
     if "WORLD_SIZE" not in os.environ:
         os.environ.update(rendezvous())
