@@ -18,9 +18,9 @@ def best_time(fn, repeats=3):
     return min(times)
 
 
-def report(name, title, rows):
-    """Print a markdown table of `rows` (dicts) and write it to benchmarks/results/<name>.md,
-    headed by the command line that made it."""
+def report(name, title, rows, folder=RESULTS):
+    """Print a markdown table of `rows` (dicts) and write it to <folder>/<name>.md
+    (benchmarks/results), headed by the command line that made it."""
     header = list(rows[0])
     command = shlex.join(["python", *sys.argv])
     lines = [f"# {title}", "", f"Command: `{command}`", "",
@@ -28,5 +28,5 @@ def report(name, title, rows):
     lines += ["| " + " | ".join(str(row[h]) for h in header) + " |" for row in rows]
     text = "\n".join(lines) + "\n"
     print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.md").write_text(text)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.md").write_text(text)

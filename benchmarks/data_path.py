@@ -53,8 +53,9 @@ def durations(videos):
     return list(np.random.default_rng(0).choice(all_durations, videos, replace=False))
 
 
-def make_dataset(folder, videos):
-    """index.json and annotations.json of `videos` synthetic ViT-g stores (kept between runs)."""
+def make_dataset(folder, videos, width=WIDTH):
+    """index.json and annotations.json of `videos` synthetic ViT-g stores, `width` channels
+    wide (kept between runs)."""
     from actloc.io import write_json
     from actloc.store.snippets import snippet_count
     from actloc.store.stores import FORMAT, array_shapes, StoreWriter
@@ -66,15 +67,15 @@ def make_dataset(folder, videos):
         return index, folder / "annotations.json"
     rng = np.random.default_rng(0)
     # One block of activations, appended again and again: what matters here is bytes, not values.
-    pooled = rng.normal(0, 1, (len(LAYERS), 1024, WIDTH)).astype(np.float16)
-    temporal = (pooled[:, :, None] + rng.normal(0, 0.5, (len(LAYERS), 1024, STEPS, WIDTH))).astype(np.float16)
+    pooled = rng.normal(0, 1, (len(LAYERS), 1024, width)).astype(np.float16)
+    temporal = (pooled[:, :, None] + rng.normal(0, 0.5, (len(LAYERS), 1024, STEPS, width))).astype(np.float16)
     stores, database = {}, {}
     for i, seconds in enumerate(durations(videos)):
         name = f"video_validation_{i:07d}"
         snippets = snippet_count(round(seconds * FPS), FRAMES, STRIDE)
         path = folder / "stores" / f"{name}.zarr"
         writer = StoreWriter(zarr.open_group(path, mode="w"), name, LAYERS,
-                             array_shapes(len(LAYERS), WIDTH, STEPS), snippets)
+                             array_shapes(len(LAYERS), width, STEPS), snippets)
         for start in range(0, snippets, 1024):
             n = min(1024, snippets - start)
             writer.append({"pooled": pooled[:, :n], "temporal": temporal[:, :n]})
