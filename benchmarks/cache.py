@@ -21,7 +21,8 @@ from common import best_time, report  # noqa: E402
 from actloc.backbones import videomae  # noqa: E402
 from actloc.stages import backbone  # noqa: E402
 from actloc.stages import cache  # noqa: E402
-from actloc.stages.decode import ffmpeg_exe, normalize  # noqa: E402
+from actloc.media import ffmpeg_exe  # noqa: E402
+from actloc.stages.decode import normalize  # noqa: E402
 
 
 # (preset, pixels, precision, batch, seconds of video)

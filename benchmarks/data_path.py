@@ -136,7 +136,8 @@ def measure(mode, index, annotations, step_ms):
     from actloc.engine.ahead import ahead
     from actloc.engine.device import resolve_device
     from actloc.methods import detector
-    from actloc.settings import TrainConfig, full_settings
+    from actloc.methods import full_settings
+    from actloc.settings import TrainConfig
     from actloc.stages import train
     from actloc.store import windows
 

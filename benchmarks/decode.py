@@ -3,7 +3,7 @@
 Makes a 60 s, 640x360, 30 fps noisy test pattern, normalizes it with `actloc decode` at two
 settings (the THUMOS one and the demo one), then times, best of 3:
   ceiling: `ffmpeg -i normalized.mp4 -f null -` (decode only, no pixel conversion)
-  reader:  actloc.decode.iter_frames over the same file (decode, RGB conversion, to numpy)
+  reader:  actloc.media.iter_frames over the same file (decode, RGB conversion, to numpy)
 """
 
 import subprocess
@@ -13,7 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import best_time, report  # noqa: E402
-from actloc.stages.decode import ffmpeg_exe, iter_frames, normalize  # noqa: E402
+from actloc.media import ffmpeg_exe, iter_frames  # noqa: E402
+from actloc.stages.decode import normalize  # noqa: E402
 
 
 SETTINGS = [(30, 224), (10, 112)]

@@ -20,11 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import report  # noqa: E402
 
 from actloc.config import lofi_settings, method_settings  # noqa: E402
-from actloc.methods import lofi  # noqa: E402
+from actloc.stages import lofi as lofi_stage  # noqa: E402
 from actloc.stages import cache  # noqa: E402
 from actloc.stages import evaluate  # noqa: E402
 from actloc.stages import infer  # noqa: E402
 from actloc.stages import train  # noqa: E402
+from actloc.store import stores  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,13 +36,13 @@ def tuned_cache(config, name, method, seed, folder):
     results, dataset = ROOT / "results" / name, config["datasets"][name]
     settings = lofi_settings(config, name, method)
     settings["train"] = {**settings["train"], "seed": seed}
-    lofi.train_stage_a(results / "videos.json", results / "annotations.json", dataset["train_subset"], settings,
+    lofi_stage.train(results / "videos.json", results / "annotations.json", dataset["train_subset"], settings,
                        results.parent / "backbones" / f"{dataset['backbone']}.json", method, folder / "backbone.pth",
                        folder / "backbone.json", folder / "stage_a_log.csv", folder / "stage_a.json", device="cpu")
     tuned = json.loads((folder / "backbone.json").read_text())
     for video in sorted((results / "videos").glob("*.mp4")):
         cache.build(video, folder / "cache" / f"{video.stem}.zarr", tuned, device="cpu")
-    cache.write_index(results / "annotations.json", folder / "cache", folder / "cache.json",
+    stores.write_index(results / "annotations.json", folder / "cache", folder / "cache.json",
                       [dataset["train_subset"], dataset["test_subset"]])
     return folder / "cache.json"
 

@@ -45,7 +45,8 @@ from actloc.engine.device import resolve_device  # noqa: E402
 from actloc.methods.detector import Detector  # noqa: E402
 from actloc.settings import HeadConfig, LosaConfig, PartialConfig, TrainConfig  # noqa: E402
 from actloc.stages import backbone, cache  # noqa: E402
-from actloc.stages.decode import ffmpeg_exe, normalize  # noqa: E402
+from actloc.media import ffmpeg_exe  # noqa: E402
+from actloc.stages.decode import normalize  # noqa: E402
 
 
 @dataclass(frozen=True)

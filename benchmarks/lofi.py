@@ -29,6 +29,7 @@ from actloc import settings  # noqa: E402
 from actloc.backbones import videomae  # noqa: E402
 from actloc.methods import detector  # noqa: E402
 from actloc.methods import lofi  # noqa: E402
+from actloc.stages import lofi as lofi_stage  # noqa: E402
 from actloc.settings import HeadConfig  # noqa: E402
 
 
@@ -48,7 +49,7 @@ def peak_mb():
 
 
 class Frames:
-    """One synthetic video's frames in memory, read as lofi.FrameReader reads decoded ones."""
+    """One synthetic video's frames in memory, read as lofi_stage.FrameReader reads decoded ones."""
 
     def __init__(self, count):
         generator = torch.Generator().manual_seed(0)
@@ -65,7 +66,7 @@ def case(mode, checkpointing, snippets, repeats):
     every, side = (1, PIXELS) if mode == "full" else (settings.MODES[mode][0], lofi.side_of(mode, PIXELS, 16))
     frames = Frames((snippets - 1) * cfg.stride + cfg.snippet_frames)
     chosen = torch.arange(0, snippets, every)
-    clips = lofi.clips_of(frames, None, chosen, cfg, side)
+    clips = lofi_stage.clips_of(frames, None, chosen, cfg, side)
     vit = videomae.random_backbone(PRESET, 0)
     net = lofi.EndToEnd(vit, detector.Detector("head_only", vit.preset.width, 1, 20, HeadConfig()), None, checkpointing)
     optimizer = torch.optim.AdamW(p for p in net.parameters() if p.requires_grad)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from actloc.datasets import demo
 from actloc.stages import demo_data
-from actloc.stages.decode import ffmpeg_exe
+from actloc.media import ffmpeg_exe
 from actloc.store import stores
 
 
@@ -52,6 +52,15 @@ def source_video(tmp_path_factory):
                "-shortest", path)
     return path
 
+
+
+@pytest.fixture(scope="session")
+def normalized(source_video, tmp_path_factory):
+    """The source video decoded at 10 fps, short side 90: (its path, its JSON)."""
+    from actloc.stages import decode
+
+    out = tmp_path_factory.mktemp("decoded") / "pattern.mp4"
+    return out, decode.normalize(source_video, out, fps=10, short_side=90)
 
 
 def write_store(path, pooled, temporal=None, **attrs):

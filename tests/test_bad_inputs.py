@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from actloc import media
 from actloc import cli
 from actloc.stages import decode
 from conftest import THUMOS, run_ffmpeg, write_store
@@ -53,19 +54,19 @@ def test_a_rotated_phone_video_is_decoded_upright_at_its_shown_size(tmp_path, ca
     shown = "color=red:s=240x160:d=1[top];color=blue:s=240x160:d=1[bottom];[top][bottom]vstack,format=yuv420p"
     run_ffmpeg("-f", "lavfi", "-i", shown, "-vf", "transpose=clock", "-c:v", "libx264", tmp_path / "stored.mp4")
     run_ffmpeg("-display_rotation", "90", "-i", tmp_path / "stored.mp4", "-c", "copy", tmp_path / "phone.mp4")
-    assert decode.probe(tmp_path / "phone.mp4")["rotation"] == 90
+    assert media.probe(tmp_path / "phone.mp4")["rotation"] == 90
     code, lines = actloc(capfd, *decode_args(tmp_path / "phone.mp4", tmp_path / "out"))
     assert code == 0, lines
     info = json.loads((tmp_path / "out" / "phone.json").read_text())
     assert (info["width"], info["height"]) == (64, 86)  # portrait, aspect 0.75 kept
     assert info["source"]["rotation"] == 90
-    frame = next(decode.iter_frames(tmp_path / "out" / "phone.mp4")).astype(int)
+    frame = next(media.iter_frames(tmp_path / "out" / "phone.mp4")).astype(int)
     assert frame.shape == (86, 64, 3)
     top, bottom = frame[:30].mean(axis=(0, 1)), frame[-30:].mean(axis=(0, 1))
     assert top[0] > 200 > top[2] and bottom[2] > 200 > bottom[0]  # upright: red above, blue below
     # Read straight from the source, the frames are upright too, at its displayed shape.
-    assert next(decode.iter_frames(tmp_path / "phone.mp4")).shape == (320, 240, 3)
-    assert next(decode.iter_frames(tmp_path / "phone.mp4", size=32)).shape == (32, 32, 3)
+    assert next(media.iter_frames(tmp_path / "phone.mp4")).shape == (320, 240, 3)
+    assert next(media.iter_frames(tmp_path / "phone.mp4", size=32)).shape == (32, 32, 3)
 
 
 def test_non_square_pixels_are_scaled_to_the_shape_they_are_shown_at(tmp_path, capfd):
@@ -77,7 +78,7 @@ def test_non_square_pixels_are_scaled_to_the_shape_they_are_shown_at(tmp_path, c
     info = json.loads((tmp_path / "out" / "anamorphic.json").read_text())
     assert info["source"]["sample_aspect_ratio"] == [4, 3]
     assert (info["width"], info["height"]) == (114, 64)
-    assert decode.probe(tmp_path / "out" / "anamorphic.mp4")["sample_aspect_ratio"] == [1, 1]
+    assert media.probe(tmp_path / "out" / "anamorphic.mp4")["sample_aspect_ratio"] == [1, 1]
 
 
 @pytest.fixture(scope="module")
@@ -422,7 +423,7 @@ def test_of_several_video_streams_the_one_a_player_shows_is_decoded(tmp_path, ca
         assert f"{name}: 2 video streams; decoding stream 1 (320x240, marked default)" in caplog.text
         info = json.loads((tmp_path / name.replace(".", "_") / "marked.json").read_text())
         assert (info["width"], info["height"], info["frames"], info["source"]["stream"]) == (86, 64, 30, 1)
-        red = next(decode.iter_frames(tmp_path / name.replace(".", "_") / "marked.mp4"))
+        red = next(media.iter_frames(tmp_path / name.replace(".", "_") / "marked.mp4"))
         assert red[..., 0].mean() > 200 and red[..., 1].mean() < 60  # the main track's picture
 
 

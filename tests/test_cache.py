@@ -9,6 +9,7 @@ import pytest
 import torch
 import zarr
 
+from actloc import media
 from actloc.backbones import videomae
 from actloc.engine import device as engine_device
 from actloc.io import InputError
@@ -76,7 +77,7 @@ def test_snippet_batches_stream_holding_one_batch_of_frames():
 
 
 def test_store_equals_a_direct_forward_over_all_frames(video, settings, store):
-    frames = np.stack(list(decode.iter_frames(video, size=PIXELS)))
+    frames = np.stack(list(media.iter_frames(video, size=PIXELS)))
     assert 68 < len(frames) <= 72  # 15 snippets
     index = np.minimum(np.arange(15)[:, None] * 4 + np.arange(16), len(frames) - 1)
     model, _ = videomae.load("tiny")
@@ -111,7 +112,7 @@ def test_store_attributes_record_how_it_was_built(store, settings, video):
         "channels": 192, "temporal": True, "precision": "fp32", "block_tokens": None,
         "moments": {"pooled": 15, "temporal": 15 * 8},
         "actloc_version": attrs["actloc_version"],
-        "video": "clip", "decoded": {"source": json.loads(decode.info_path(video).read_text())["source"], "frames": 72},
+        "video": "clip", "decoded": {"source": json.loads(media.info_path(video).read_text())["source"], "frames": 72},
     }
     group = zarr.open_group(store, mode="r")
     assert group["pooled"].dtype == np.float16 and group["pooled"].chunks == (1, 16, 192)  # 15 snippets
@@ -196,7 +197,7 @@ def test_build_all_loads_the_backbone_once_and_keeps_complete_stores(video, sett
     videos = []
     for name in ("a", "b", "c"):
         shutil.copy(video, tmp_path / f"{name}.mp4")
-        shutil.copy(decode.info_path(video), tmp_path / f"{name}.json")
+        shutil.copy(media.info_path(video), tmp_path / f"{name}.json")
         videos.append(tmp_path / f"{name}.mp4")
     outs = [tmp_path / "out" / f"{v.stem}.zarr" for v in videos]
     cache.build(videos[1], outs[1], settings, batch=4)
@@ -213,9 +214,9 @@ def test_build_all_loads_the_backbone_once_and_keeps_complete_stores(video, sett
     # source, makes those stores stale.
     assert cache.build_all(videos, outs, settings, batch=4)[1] == [] and len(loads) == 1
     assert cache.build_all(videos[:1], outs[:1], settings, stride=8)[1] == outs[:1]
-    info = json.loads(decode.info_path(videos[1]).read_text())
+    info = json.loads(media.info_path(videos[1]).read_text())
     info["source"]["size_bytes"] += 1
-    decode.info_path(videos[1]).write_text(json.dumps(info))
+    media.info_path(videos[1]).write_text(json.dumps(info))
     assert cache.build_all(videos, outs, settings, batch=4)[1] == outs[:2]
 
 
@@ -223,7 +224,7 @@ def test_a_bad_video_in_the_middle_of_a_chunk_keeps_the_stores_before_it(video, 
     shutil.copy(video, tmp_path / "a.mp4")
     (tmp_path / "b.mp4").write_bytes(b"not a video")  # its JSON says a video: it fails when decoded
     for name in "ab":
-        shutil.copy(decode.info_path(video), tmp_path / f"{name}.json")
+        shutil.copy(media.info_path(video), tmp_path / f"{name}.json")
     outs = [tmp_path / "out" / "a.zarr", tmp_path / "out" / "b.zarr"]
     with pytest.raises(InputError, match="b.mp4"):
         cache.build_all([tmp_path / "a.mp4", tmp_path / "b.mp4"], outs, settings, batch=4)
@@ -232,7 +233,7 @@ def test_a_bad_video_in_the_middle_of_a_chunk_keeps_the_stores_before_it(video, 
 
 
 def test_failed_build_leaves_no_store(video, settings, tmp_path, monkeypatch):
-    real = decode.iter_frames
+    real = media.iter_frames
 
     def dies_midway(path, size=None, threads=None):
         for i, frame in enumerate(real(path, size, threads=threads)):
@@ -240,7 +241,7 @@ def test_failed_build_leaves_no_store(video, settings, tmp_path, monkeypatch):
                 raise InputError(f"{path}: stream ended inside a frame")
             yield frame
 
-    monkeypatch.setattr(decode, "iter_frames", dies_midway)
+    monkeypatch.setattr(cache, "iter_frames", dies_midway)
     with pytest.raises(InputError, match="stream ended"):
         cache.build(video, tmp_path / "out" / "clip.zarr", settings, batch=2)
     assert not (tmp_path / "out").exists()  # nor the folder the failed write made
@@ -258,14 +259,14 @@ def test_write_index_lists_every_store_and_names_missing_ones(store, tmp_path):
     annotations = tmp_path / "a.json"
     annotations.write_text(json.dumps({"database": {"clip": {}, "other": {}}}))
     with pytest.raises(InputError, match=r"no .zarr for 1 of 2 videos of .*a.json, e.g. other"):
-        cache.write_index(annotations, store.parent, tmp_path / "index.json")
-    index = cache.write_index(annotations, store.parent, tmp_path / "index.json", allow_missing=True)
+        stores.write_index(annotations, store.parent, tmp_path / "index.json")
+    index = stores.write_index(annotations, store.parent, tmp_path / "index.json", allow_missing=True)
     assert index == {"clip": {"path": str(store), "snippets": 15}}
     assert json.loads((tmp_path / "index.json").read_text())["missing"] == ["other"]
     annotations.write_text(json.dumps({"database": {"clip": {"subset": "testing"}, "other": {"subset": "training"}}}))
-    assert cache.write_index(annotations, store.parent, tmp_path / "index.json", subsets=["testing"]) == index
+    assert stores.write_index(annotations, store.parent, tmp_path / "index.json", subsets=["testing"]) == index
     with pytest.raises(InputError, match="a.json: no video in subset.s. validation"):
-        cache.write_index(annotations, store.parent, tmp_path / "index.json", subsets=["validation"])
+        stores.write_index(annotations, store.parent, tmp_path / "index.json", subsets=["validation"])
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from actloc.datasets import demo
 from actloc.datasets.demo import CLASSES, FPS, HEIGHT, SPRITE, WIDTH, Disc, VideoPlan
 from actloc.io import InputError
 from actloc.stages import demo_data
-from actloc.stages.decode import iter_frames
+from actloc.media import iter_frames
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,10 @@ from actloc.backbones import videomae
 from actloc.engine.device import fixed_bytes, saved_bytes
 from actloc.io import InputError, write_json
 from actloc.methods import lofi
+from actloc.stages import lofi as lofi_stage
 from actloc.methods.detector import Detector
-from actloc.settings import MODES, HeadConfig, LofiConfig, TrainConfig, full_settings, head_config
+from actloc.methods import full_settings
+from actloc.settings import MODES, HeadConfig, LofiConfig, TrainConfig, head_config
 from actloc.stages import backbone
 from actloc.stages import cache
 from actloc.stages import decode
@@ -49,15 +51,15 @@ def stage_a(decoded, tmp_path_factory):
     """Stage A run once (cyclic, 3 epochs), with the frame side of every clip batch it read."""
     index, annotations, base = decoded
     out = tmp_path_factory.mktemp("stage_a")
-    sides, read = [], lofi.clips_of
+    sides, read = [], lofi_stage.clips_of
 
     def recording(reader, video, snippets, cfg, side):
         sides.append(side)
         return read(reader, video, snippets, cfg, side)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(lofi, "clips_of", recording)
-        summary = lofi.train_stage_a(index, annotations, "training", settings(), base, "tuned", out / "backbone.pth",
+        patch.setattr(lofi_stage, "clips_of", recording)
+        summary = lofi_stage.train(index, annotations, "training", settings(), base, "tuned", out / "backbone.pth",
                                      out / "backbone.json", out / "log.csv", out / "stage_a.json", device="cpu")
     return out, summary, sides
 
@@ -65,17 +67,17 @@ def stage_a(decoded, tmp_path_factory):
 def test_each_fidelity_gives_its_snippets_and_side(decoded):
     index, annotations, _ = decoded
     cfg = LofiConfig()
-    (video, *_), _ = lofi.load_videos(index, annotations, "training", cfg)
-    reader = lofi.FrameReader(PIXELS, memory_mb=100)
+    (video, *_), _ = lofi_stage.load_videos(index, annotations, "training", cfg)
+    reader = lofi_stage.FrameReader(PIXELS, memory_mb=100)
     full, _ = video.view(1, 0)
-    full_clips = lofi.clips_of(reader, video, full, cfg, PIXELS)
+    full_clips = lofi_stage.clips_of(reader, video, full, cfg, PIXELS)
     assert full_clips.shape == (video.length, 16, PIXELS, PIXELS, 3)
     vit = videomae.random_backbone("tiny", 0)
     for mode, (every, _) in MODES.items():
         side = lofi.side_of(mode, PIXELS, patch=16)
         assert side == SIDES[mode]
         snippets, _ = video.view(every, 0)
-        clips = lofi.clips_of(reader, video, snippets, cfg, side)
+        clips = lofi_stage.clips_of(reader, video, snippets, cfg, side)
         assert clips.shape == (math.ceil(video.length / every), 16, side, side, 3)
         tokens, grid = vit.embed(clips)
         assert grid == (8, side // 16, side // 16) and tokens.shape[1] == 8 * (side // 16) ** 2
@@ -96,8 +98,8 @@ def test_each_fidelity_gives_its_snippets_and_side(decoded):
 
 def test_frames_read_by_seeking_equal_those_of_a_whole_read(decoded):
     index, annotations, _ = decoded
-    (video, *_), _ = lofi.load_videos(index, annotations, "training", LofiConfig())
-    whole, seeking = lofi.FrameReader(PIXELS, memory_mb=100), lofi.FrameReader(PIXELS, memory_mb=0)
+    (video, *_), _ = lofi_stage.load_videos(index, annotations, "training", LofiConfig())
+    whole, seeking = lofi_stage.FrameReader(PIXELS, memory_mb=100), lofi_stage.FrameReader(PIXELS, memory_mb=0)
     for first, stop in ((0, 16), (37, 53), (video.frames - 5, video.frames + 11)):
         expected = whole.read(video, first, stop)
         assert expected.shape == (stop - first, PIXELS, PIXELS, 3)
@@ -186,7 +188,7 @@ def test_a_step_over_the_budget_or_at_full_fidelity_is_refused_before_training(d
     assert list(lofi.plan_steps(net, ["T", "ST"], 16, LofiConfig(), train_cfg, autocast, "cpu")) == ["T", "ST"]
     index, annotations, base = decoded
     with pytest.raises(InputError, match="the budget is 1 MB"):
-        lofi.train_stage_a(index, annotations, "training", settings(budget_mb=1), base, "tuned",
+        lofi_stage.train(index, annotations, "training", settings(budget_mb=1), base, "tuned",
                            tmp_path / "backbone.pth", tmp_path / "backbone.json", tmp_path / "log.csv",
                            tmp_path / "stage_a.json", device="cpu")
     assert not list(tmp_path.iterdir())
@@ -213,15 +215,15 @@ def test_stage_b_caches_the_tuned_backbone_under_its_own_hash(stage_a, decoded, 
     assert not torch.allclose(pooled["tuned"], pooled["random"], atol=1e-3)
     assert summary["trainable_parameters"] > videomae.load("tiny")[1]["parameters"]  # backbone and head
     # The same weights, saved again, have the same identity.
-    lofi.save_backbone(tmp_path / "again.pth", videomae.load("tiny", out / "backbone.pth")[0], {"base": "random:0"})
-    lofi.save_backbone(tmp_path / "twice.pth", videomae.load("tiny", out / "backbone.pth")[0], {"base": "random:0"})
+    lofi_stage.save_backbone(tmp_path / "again.pth", videomae.load("tiny", out / "backbone.pth")[0], {"base": "random:0"})
+    lofi_stage.save_backbone(tmp_path / "twice.pth", videomae.load("tiny", out / "backbone.pth")[0], {"base": "random:0"})
     assert backbone.sha256(tmp_path / "again.pth") == backbone.sha256(tmp_path / "twice.pth")
 
 
 def test_stage_a_killed_in_its_last_epoch_resumes_to_the_same_tuned_backbone(stage_a, decoded, tmp_path, monkeypatch):
     out, _, _ = stage_a
     index, annotations, base = decoded
-    checkpoint, read, calls = tmp_path / "stage_a_checkpoint.pt", lofi.clips_of, []
+    checkpoint, read, calls = tmp_path / "stage_a_checkpoint.pt", lofi_stage.clips_of, []
 
     def dies_in_epoch_three(*args):
         calls.append(1)
@@ -230,16 +232,16 @@ def test_stage_a_killed_in_its_last_epoch_resumes_to_the_same_tuned_backbone(sta
         return read(*args)
 
     def run():
-        return lofi.train_stage_a(index, annotations, "training", settings(), base, "tuned", tmp_path / "backbone.pth",
+        return lofi_stage.train(index, annotations, "training", settings(), base, "tuned", tmp_path / "backbone.pth",
                                   tmp_path / "backbone.json", tmp_path / "log.csv", tmp_path / "stage_a.json",
                                   checkpoint_path=checkpoint, device="cpu")
 
-    monkeypatch.setattr(lofi, "clips_of", dies_in_epoch_three)
+    monkeypatch.setattr(lofi_stage, "clips_of", dies_in_epoch_three)
     with pytest.raises(KeyboardInterrupt):
         run()
     assert len(torch.load(checkpoint, weights_only=True)["log"]) == 2 and not (tmp_path / "backbone.pth").exists()
     calls.clear()
-    monkeypatch.setattr(lofi, "clips_of", lambda *args: calls.append(1) or read(*args))
+    monkeypatch.setattr(lofi_stage, "clips_of", lambda *args: calls.append(1) or read(*args))
     run()
     assert len(calls) == 2 + 2  # the statistics, then epoch 3 alone: resumed, not run again
     assert (tmp_path / "backbone.pth").read_bytes() == (out / "backbone.pth").read_bytes()
@@ -250,7 +252,7 @@ def stage_a_as(rank, decoded, port, out):
     """Stage A as process `rank` of two, as torchrun starts them."""
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
     index, annotations, base = decoded
-    lofi.train_stage_a(index, annotations, "training", settings(), base, "tuned", out / "backbone.pth",
+    lofi_stage.train(index, annotations, "training", settings(), base, "tuned", out / "backbone.pth",
                        out / "backbone.json", out / "log.csv", out / "stage_a.json", device="cpu")
 
 
@@ -289,7 +291,7 @@ def test_a_bf16_backbone_trains_stage_a_under_autocast_near_its_fp32_losses(deco
         write_json(description, backbone.describe("tiny", "tiny", pixels=PIXELS, layers=[2, 4], precision=precision))
         out = tmp_path / precision
         one_epoch = settings(fidelity="T") | {"train": {"epochs": 1, "warmup_epochs": 0, "lr": 1e-3}}
-        lofi.train_stage_a(index, annotations, "training", one_epoch, description, "tuned",
+        lofi_stage.train(index, annotations, "training", one_epoch, description, "tuned",
                            out / "backbone.pth", out / "backbone.json", out / "log.csv", out / "stage_a.json",
                            device="cpu")
         losses[precision] = pd.read_csv(out / "log.csv")["loss"].iloc[0]  # the first epoch: before they drift apart

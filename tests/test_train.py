@@ -8,7 +8,8 @@ import torch
 from actloc.engine import loop
 from actloc.io import InputError, read_json
 from actloc.methods import detector
-from actloc.settings import HeadConfig, LosaConfig, TrainConfig, full_settings
+from actloc.methods import full_settings
+from actloc.settings import HeadConfig, LosaConfig, TrainConfig
 from actloc.stages import evaluate
 from actloc.stages import infer
 from actloc.stages import train

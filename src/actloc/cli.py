@@ -5,6 +5,7 @@ importing torch for ones that do not need it cost ~2 s a job.
 """
 
 import argparse
+import importlib
 import json
 import logging
 import math
@@ -238,13 +239,14 @@ def cmd_cache(args):
 
 def cmd_cache_index(args):
     from .stages import backbone, cache
+    from .store import stores
 
     expect = {} if args.backbone is None else cache.protocol_attrs(backbone.read_description(args.backbone))
     if args.snippet_frames is not None:
         expect |= {"snippet_frames": args.snippet_frames}
     if args.stride is not None:
         expect |= {"stride": args.stride}
-    index = cache.write_index(args.annotations, args.folder, args.out, args.subsets, expect)
+    index = stores.write_index(args.annotations, args.folder, args.out, args.subsets, expect)
     log.info("%s: %d cached videos", args.out, len(index))
     return [args.out]
 
@@ -268,10 +270,10 @@ def cmd_train(args):
         method = get(settings.get("method"))
     except ValueError as err:
         raise InputError(f"train --settings: {err}") from None
-    if method.train:  # trains on something other than the cache: LoFi's stage A, on videos
+    if method.train:  # trains on something other than the cache, in a stage of its own: LoFi's stage A, on videos
         if not (args.backbone and args.out_backbone):
             raise InputError(f"train: method {method.name} needs --backbone (the backbone to tune) and --out-backbone")
-        summary = method.train(args.index, args.annotations, args.subset, settings, args.backbone,
+        summary = importlib.import_module(method.train).train(args.index, args.annotations, args.subset, settings, args.backbone,
                                args.backbone_name, args.out_model, args.out_backbone, args.out_log,
                                args.out_summary, args.checkpoint, args.device)
     else:

@@ -6,10 +6,7 @@ the Snakefile imports this module.
 """
 
 import math
-from dataclasses import asdict, dataclass, field
-
-from .io import InputError
-from .methods import get as get_method
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -159,28 +156,3 @@ def head_config(entry):
     if "regression_ranges" in entry:
         entry["regression_ranges"] = tuple(tuple(r) for r in entry["regression_ranges"])
     return HeadConfig(**entry)
-
-
-def method_config(settings):
-    """The method's own settings dataclass from `settings[<its name>]`, or None if it has none."""
-    spec = get_method(settings.get("method"))
-    return spec.settings(**settings.get(spec.name, {})) if spec.settings else None
-
-
-def full_settings(settings):
-    """A method's settings with every default written out (what its outputs record): method,
-    head, train, the method's own entry and, where given, how its dataset's videos were decoded
-    (`decode`: {fps, short_side}, which `actloc detect` decodes new videos with); an InputError
-    naming what is wrong."""
-    try:
-        spec = get_method(settings.get("method"))
-        full = {"method": settings["method"], "head": asdict(head_config(settings.get("head", {}))),
-                "train": asdict(TrainConfig(**settings.get("train", {})))}
-        own = method_config(settings)
-    except (TypeError, ValueError) as err:  # unknown keys are TypeErrors of the dataclasses
-        raise InputError(f"training settings: {err}") from None
-    decode = settings.get("decode")
-    if decode is not None and not (isinstance(decode, dict) and set(decode) == {"fps", "short_side"}):
-        raise InputError(f"training settings: decode must be {{fps, short_side}} (how the videos were decoded), "
-                         f"got {decode!r}")
-    return full | ({spec.name: asdict(own)} if own else {}) | ({"decode": dict(decode)} if decode else {})

@@ -11,7 +11,10 @@ import importlib
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+
+from ..io import InputError
+from ..settings import TrainConfig, head_config
 
 # Modules of this package that are parts of every method, not methods.
 PARTS = ("detector", "head", "nms")
@@ -26,9 +29,10 @@ class Method:
     # (pooled (B, L, T, C), temporal (B, L, T, t, C) or None, mask (B, T)) to features (B, T, C)
     features: Callable
     settings: type | None = None  # the dataclass of its own settings entry (`settings[name]`)
-    # Its own training instead of the one against the cache (LoFi's stage A, on videos): called
-    # as train(index, annotations, subset, settings, **the `actloc train` options it uses).
-    train: Callable | None = None
+    # Its own training instead of the one against the cache (LoFi's stage A, on videos): the
+    # stage module (actloc.stages.lofi) whose train(index, annotations, subset, settings, **the
+    # `actloc train` options it uses) runs it.
+    train: str | None = None
     # Whether it reads the block tokens (the token map leaving one block, docs/design.md#partial):
     # its `features` then also gets the store's attributes, and its module has
     # `upper_taps(pooled, temporal, block_tokens)` recomputing the taps above that block.
@@ -99,3 +103,28 @@ def get(name):
     if method.name != name.rsplit(".", 1)[-1]:  # its own settings entry is found by this name
         raise ValueError(f"module {module_name(name)}: METHOD is named {method.name!r}, not after its module")
     return method
+
+
+def own_settings(method, settings):
+    """Method `method`'s own settings dataclass from `settings[<its name>]`, or None where it has
+    none."""
+    return method.settings(**settings.get(method.name, {})) if method.settings else None
+
+
+def full_settings(settings):
+    """A method's settings with every default written out (what its outputs record): method,
+    head, train, the method's own entry and, where given, how its dataset's videos were decoded
+    (`decode`: {fps, short_side}, which `actloc detect` decodes new videos with); an InputError
+    naming what is wrong."""
+    try:
+        method = get(settings.get("method"))
+        full = {"method": settings["method"], "head": asdict(head_config(settings.get("head", {}))),
+                "train": asdict(TrainConfig(**settings.get("train", {})))}
+        own = own_settings(method, settings)
+    except (TypeError, ValueError) as err:  # unknown keys are TypeErrors of the dataclasses
+        raise InputError(f"training settings: {err}") from None
+    decode = settings.get("decode")
+    if decode is not None and not (isinstance(decode, dict) and set(decode) == {"fps", "short_side"}):
+        raise InputError(f"training settings: decode must be {{fps, short_side}} (how the videos were decoded), "
+                         f"got {decode!r}")
+    return full | ({method.name: asdict(own)} if own else {}) | ({"decode": dict(decode)} if decode else {})

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from ..io import InputError, atomic_path, first_line, load_weights
-from ..settings import HeadConfig, head_config, method_config
+from ..settings import HeadConfig, head_config
 from ..store import stores
-from . import get
+from . import get, own_settings
 from .head import Head
 
 
@@ -93,7 +93,7 @@ def build(settings, store, classes):
     """The detector of a method's settings (plain dicts, as written by settings.full_settings)
     for a cache with the attributes `store`."""
     return Detector(settings["method"], store["channels"], len(store["layers"]), classes,
-                    head_config(settings.get("head", {})), method_config(settings), store)
+                    head_config(settings.get("head", {})), own_settings(get(settings["method"]), settings), store)
 
 
 def save(path, model, settings, classes, store_attrs, summary):

@@ -17,12 +17,12 @@ from ..backbones import videomae
 from ..backbones.presets import TUBELET
 from ..engine.ahead import ahead
 from ..engine.device import resolve_device
-from ..io import InputError, atomic_path, dataset_videos, read_json, video_paths, write_json
+from ..io import InputError, atomic_path, dataset_videos, read_json
 from ..progress import progress
 from ..store.features import feature_key, feature_sources
 from ..store.snippets import snippet_batches, snippet_count
-from ..store.stores import StoreWriter, array_shapes, check_alike, open_cache, write_store
-from . import decode
+from ..store.stores import StoreWriter, array_shapes, open_cache, write_index, write_store
+from ..media import info_path, iter_frames, probe, source_record
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def clip_stream(videos, pixels, snippet_frames, stride, batch, threads=None):
     """Batches of clips of one video after another, each video's followed by None: decoded in
     one stream, so that the next video's first frames are ready when the current one ends."""
     for video in videos:
-        yield from snippet_batches(decode.iter_frames(video, size=pixels, threads=threads), snippet_frames, stride,
+        yield from snippet_batches(iter_frames(video, size=pixels, threads=threads), snippet_frames, stride,
                                    batch)
         yield None
 
@@ -73,12 +73,12 @@ def clip_stream(videos, pixels, snippet_frames, stride, batch, threads=None):
 def decoded_info(video):
     """fps, frame count and identity of a decoded video. The decode stage's JSON holds the exact
     rate it asked ffmpeg for (the container's may be rounded); a video decoded elsewhere is probed."""
-    sidecar = decode.info_path(video)
+    sidecar = info_path(video)
     if sidecar.is_file():
         info = read_json(sidecar)
         return info["fps"], info["frames"], {"source": info["source"], "frames": info["frames"]}
-    probed = decode.probe(video)
-    return probed["fps"], probed["frames"], decode.source_record(video)
+    probed = probe(video)
+    return probed["fps"], probed["frames"], source_record(video)
 
 
 def build_all(videos, outs, settings, snippet_frames=16, stride=4, batch=8, device="auto", threads=None,
@@ -144,22 +144,6 @@ def build(video, out, settings, snippet_frames=16, stride=4, batch=8, device="au
     """One video's store (see `build_all`); returns its attributes."""
     attrs, _ = build_all([video], [out], settings, snippet_frames, stride, batch, device)
     return attrs[Path(video)]
-
-
-def write_index(annotations, folder, out, subsets=None, expect=None, allow_missing=False):
-    """Check the store of every video of a dataset (in `subsets`) and list them:
-    {video: {path, snippets}}, and the videos without one. Each store must have the attributes
-    `expect` (the backbone's, the snippet protocol), and all the same SHARED_ATTRS: a store of
-    another backbone among them is an error naming it."""
-    paths, missing = video_paths(annotations, folder, ".zarr", subsets, allow_missing)
-    stores, first = {}, None
-    for video, path in paths.items():
-        cache = open_cache(path, expect)
-        first = first or cache
-        check_alike(cache, first)
-        stores[video] = {"path": str(path), "snippets": cache.snippets}
-    write_json(out, {"stores": stores, "missing": missing})
-    return stores
 
 
 # Where the features' steps are checked against their videos' durations, the share of videos

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..datasets.demo import FPS, HEIGHT, WIDTH, frames, ground_truth, plan, plan_named
 from ..io import InputError, atomic_path, read_json, write_json
 from ..progress import progress
-from .decode import ffmpeg_exe
+from ..media import ffmpeg_exe
 
 
 def plan_path(out):

@@ -15,8 +15,7 @@ from ..io import InputError, read_annotations, sha256, write_json
 from ..methods import detector
 from ..progress import progress
 from ..store import windows
-from ..store.stores import SHARED_ATTRS, StoreWriter, write_store
-from . import cache
+from ..store.stores import SHARED_ATTRS, StoreWriter, write_index, write_store
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +90,6 @@ def run(model_path, index, annotations, subset, out, device="auto", features=Non
         if features:
             write_features(net, video, features, identity)
     if features:
-        cache.write_index(annotations, features, f"{Path(features)}.json", [subset])
+        write_index(annotations, features, f"{Path(features)}.json", [subset])
     write_results(out, results)
     return sum(map(len, results.values()))

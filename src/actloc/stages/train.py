@@ -14,8 +14,8 @@ from ..engine import distributed, loop
 from ..engine.ahead import ahead
 from ..engine.device import make_deterministic
 from ..io import InputError
-from ..methods import detector
-from ..settings import TrainConfig, full_settings
+from ..methods import detector, full_settings
+from ..settings import TrainConfig
 from ..store import windows
 from ..store.stores import SHARED_ATTRS
 from .backbone import read_description

@@ -28,7 +28,7 @@ import zarr
 from zarr.codecs import Crc32cCodec
 from zarr.core.buffer.cpu import NDBuffer
 
-from ..io import InputError, atomic_path, first_line
+from ..io import InputError, atomic_path, first_line, video_paths, write_json
 
 # The `actloc_cache` attribute, bumped when the layout changes: 2 adds a checksum to every chunk;
 # 3 stores chunks uncompressed, up to 1,024 snippets long, and records the moments. Formats 1 and 2
@@ -378,3 +378,19 @@ def open_cache(path, expect=None):
             raise InputError(f"{path}: {name} has {present} of its {shards} shard files (a truncated "
                              f"store); {rebuild}")
     return Cache(path, group)
+
+
+def write_index(annotations, folder, out, subsets=None, expect=None, allow_missing=False):
+    """Check the store of every video of a dataset (in `subsets`) and list them:
+    {video: {path, snippets}}, and the videos without one. Each store must have the attributes
+    `expect` (the backbone's, the snippet protocol), and all the same SHARED_ATTRS: a store of
+    another backbone among them is an error naming it."""
+    paths, missing = video_paths(annotations, folder, ".zarr", subsets, allow_missing)
+    listed, first = {}, None
+    for video, path in paths.items():
+        cache = open_cache(path, expect)
+        first = first or cache
+        check_alike(cache, first)
+        listed[video] = {"path": str(path), "snippets": cache.snippets}
+    write_json(out, {"stores": listed, "missing": missing})
+    return listed
