@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import best_time, report  # noqa: E402
 from actloc.backbones import videomae  # noqa: E402
-from actloc.backbones.presets import PRESETS, default_layers  # noqa: E402
+from actloc.backbones import default_layers, presets  # noqa: E402
 from actloc.engine.device import saved_bytes  # noqa: E402
 from actloc.methods import lofi  # noqa: E402
 from actloc.methods.detector import Detector  # noqa: E402
@@ -36,6 +36,7 @@ from actloc.store import windows  # noqa: E402
 
 MALLOC = {"MALLOC_MMAP_THRESHOLD_": "65536"}  # freed memory returned at once (see benchmarks/lofi.py)
 PIXELS, STEPS = 224, 8
+PRESETS_OF = presets()  # VideoMAE's
 
 
 def peak_mb():
@@ -48,9 +49,9 @@ def rss_mb():
 
 def store_of(preset, grid):
     """The attributes of a cache of `preset` with block tokens of its middle block at `grid`."""
-    depth = PRESETS[preset].depth
+    depth = PRESETS_OF[preset].depth
     return {"backbone": preset, "preset": preset, "identity": "random:0", "layers": default_layers(depth),
-            "channels": PRESETS[preset].width, "snippet_frames": 16, "stride": 4,
+            "channels": PRESETS_OF[preset].width, "snippet_frames": 16, "stride": 4,
             "block_tokens": {"block": depth // 2, "grid": grid, "final_norm": "fc_norm", "layer_scale": False}}
 
 
@@ -67,11 +68,11 @@ def train_step(net, parameters, loss_of):
 def case(kind, preset, grid, tuned, snippets, repeats):
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    width, targets = PRESETS[preset].width, [(torch.tensor([[1.0, snippets / 2]]), torch.tensor([3]))]
+    width, targets = PRESETS_OF[preset].width, [(torch.tensor([[1.0, snippets / 2]]), torch.tensor([3]))]
     if kind == "lofi":
         cfg = LofiConfig()
         vit = videomae.random_backbone(preset, 0)
-        net = lofi.EndToEnd(vit, Detector("head_only", width, 1, 20, HeadConfig()), PRESETS[preset].depth // 2)
+        net = lofi.EndToEnd(vit, Detector("head_only", width, 1, 20, HeadConfig()), PRESETS_OF[preset].depth // 2)
         frames = torch.randint(0, 256, ((snippets - 1) * cfg.stride + cfg.snippet_frames, PIXELS, PIXELS, 3),
                                dtype=torch.uint8)
         clips = frames.unfold(0, cfg.snippet_frames, cfg.stride)[:snippets].permute(0, 4, 1, 2, 3)
@@ -133,7 +134,7 @@ def main():
     for kind, preset, grid, tuned in cases:
         r = run(kind, preset, grid, args.snippets, args.repeats, tuned if kind == "partial" else 0)
         lofi_step = lofi_step or r["seconds"]
-        upper = f"{PRESETS[preset].depth // 2} of {PRESETS[preset].depth}"
+        upper = f"{PRESETS_OF[preset].depth // 2} of {PRESETS_OF[preset].depth}"
         trained = {"lofi": f"{upper}, tuned", "losa": "none"}.get(kind, f"{upper}, adapters" + (
             f" + {tuned} tuned" if tuned else ""))
         rows.append({"method": kind, "backbone": f"ViT-{preset[0].upper()}", "upper blocks trained": trained,

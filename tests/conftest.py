@@ -66,8 +66,8 @@ def normalized(source_video, tmp_path_factory):
 def write_store(path, pooled, temporal=None, **attrs):
     """A cache store of the given (layers, T, C) [and (layers, T, t, C)] activations."""
 
-    attrs = {"backbone": "synthetic", "preset": "none", "identity": "synthetic", "snippet_frames": 16, "stride": 4,
-             "fps": 10.0, "pixels": None, "precision": "fp32", **attrs}
+    attrs = {"backbone": "synthetic", "family": "videomae", "tubelet": 2, "preset": "none", "identity": "synthetic",
+             "snippet_frames": 16, "stride": 4, "fps": 10.0, "pixels": None, "precision": "fp32", **attrs}
     return stores.write_store(path, str(path), list(range(1, len(pooled) + 1)), pooled, temporal, **attrs)
 
 

@@ -1,14 +1,19 @@
 import argparse
 import hashlib
+import json
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from actloc.backbones import presets
+from actloc import backbones, cli, media
 from actloc.backbones import videomae
 from actloc.io import InputError
+from actloc.methods.detector import Detector
+from actloc.settings import HeadConfig, PartialConfig
 from actloc.stages import backbone
+from actloc.store import stores
 
 GIANT_PARAMETERS = 1_011_000_000  # VideoMAEv2 ViT-g without its classifier, about 1.01 B
 
@@ -46,8 +51,8 @@ def official_state(preset, final_norm="fc_norm", classes=400, seed=0):
 
 def reference_features(state, preset, clips, layer, final_norm="fc_norm"):
     """The official forward written out literally (NumPy-style loops over heads), pooled."""
-    x = (clips.permute(0, 4, 1, 2, 3).float() - torch.tensor(presets.PIXEL_MEAN).view(1, 3, 1, 1, 1)) \
-        / torch.tensor(presets.PIXEL_STD).view(1, 3, 1, 1, 1)
+    x = (clips.permute(0, 4, 1, 2, 3).float() - torch.tensor(videomae.PIXEL_MEAN).view(1, 3, 1, 1, 1)) \
+        / torch.tensor(videomae.PIXEL_STD).view(1, 3, 1, 1, 1)
     p = preset.patch
     x = torch.nn.functional.conv3d(x, state["patch_embed.proj.weight"], state["patch_embed.proj.bias"],
                                    stride=(2, p, p))
@@ -90,7 +95,7 @@ def features(model, clips, layers):
     return [(model.pool(x, layer), model.pool(x, layer, temporal=True)) for x, layer in zip(taps, layers)]
 
 
-TINY = presets.PRESETS["tiny"]
+TINY = backbones.presets()["tiny"]
 
 
 def random_clips(*shape):
@@ -108,21 +113,21 @@ def native_clips():
     return random_clips(2, 16, TINY.pixels, TINY.pixels, 3)
 
 
-@pytest.mark.parametrize("name", list(presets.PRESETS))
+@pytest.mark.parametrize("name", list(backbones.presets()))
 def test_every_preset_has_the_published_key_layout(name):
-    preset = presets.PRESETS[name]
+    preset = backbones.presets()[name]
     with torch.device("meta"):  # shapes only: the giant's 1 B parameters are never allocated
         model = videomae.Backbone(preset)
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == official_layout(preset)
 
 
 def test_giant_is_videomaev2_vit_g():
-    g = presets.PRESETS["giant"]
+    g = backbones.presets()["giant"]
     assert (g.width, g.depth, g.heads, g.mlp, g.patch) == (1408, 40, 16, 6144, 14)
     with torch.device("meta"):
         model = videomae.Backbone(g)
     assert abs(sum(p.numel() for p in model.parameters()) - GIANT_PARAMETERS) < 2_000_000
-    assert presets.default_layers(g.depth) == [10, 20, 30, 40]
+    assert backbones.default_layers(g.depth) == [10, 20, 30, 40]
     # A full giant checkpoint, as meta tensors, passes the shape check; a missing key does not.
     state = {k: torch.empty(s, device="meta") for k, s in official_layout(g, classes=710).items()}
     shapes = {k: v.shape for k, v in model.state_dict().items()}
@@ -171,7 +176,7 @@ def test_pretraining_checkpoint_uses_encoder_weights_and_its_norm(tmp_path, nati
 
 
 def test_wrong_shapes_missing_and_unexpected_keys(tmp_path):
-    torch.save(official_state(presets.PRESETS["small"]), tmp_path / "small.pth")
+    torch.save(official_state(backbones.presets()["small"]), tmp_path / "small.pth")
     with pytest.raises(InputError, match=r"small.pth: does not fit preset 'tiny'.*"
                                          r"patch_embed.proj.weight: checkpoint \[384, 3, 2, 16, 16\], preset \[192"):
         videomae.load("tiny", tmp_path / "small.pth")
@@ -277,3 +282,122 @@ def test_describe_records_identity_and_checks_settings(tmp_path):
         backbone.describe("x", "tiny", pixels=100)
     with pytest.raises(InputError, match="unknown backbone preset 'enormous'"):
         backbone.describe("x", "enormous")
+
+
+# A backbone family of its own, as a user would add one: one module (docs/extending.md#adding-a-backbone).
+TOY_FAMILY = '''
+import torch
+from torch import nn
+
+from actloc.backbones import Preset
+
+PRESETS = {"toy": {"width": 24, "depth": 3, "heads": 1, "mlp": 24, "patch": 8, "tubelet": 1, "frames": 16,
+                   "pixels": 32}}
+
+
+class Block(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.linear = nn.Linear(width, width)
+
+    def forward(self, x):
+        return x + torch.tanh(self.linear(x))
+
+
+class Toy(nn.Module):
+    """Each frame's 8 x 8 patches projected, then residual blocks of one linear layer."""
+
+    def __init__(self, preset, first_block=0):
+        super().__init__()
+        self.preset = preset
+        self.embedding = nn.Linear(3 * preset.tubelet * preset.patch**2, preset.width)
+        self.blocks = nn.ModuleList(Block(preset.width) if index >= first_block else nn.Identity()
+                                    for index in range(preset.depth))
+
+    @property
+    def stem(self):
+        return [self.embedding]
+
+    def embed(self, clips):
+        batch, frames, height, width, _ = clips.shape
+        p, t = self.preset.patch, self.preset.tubelet
+        grid = (frames // t, height // p, width // p)
+        x = clips.float().div(255).reshape(batch, grid[0], t, grid[1], p, grid[2], p, 3)
+        return self.embedding(x.permute(0, 1, 3, 5, 2, 4, 6, 7).flatten(4).flatten(1, 3)), grid
+
+    def run_blocks(self, x, grid, start, layers, run=None):
+        taps = {}
+        for index in range(start + 1, max(layers) + 1):
+            block = self.blocks[index - 1]
+            x = run(index, block, x) if run else block(x)
+            if index in layers:
+                taps[index] = x.view(x.shape[0], grid[0], grid[1] * grid[2], -1)
+        return [taps[layer] for layer in layers]
+
+    def forward(self, clips, layers):
+        return self.run_blocks(*self.embed(clips), 0, layers)
+
+    def pool(self, tokens, layer, temporal=False):
+        return tokens.mean(2) if temporal else tokens.mean((1, 2))
+
+
+def upper_blocks(preset, architecture, first_block):
+    return Toy(Preset(**PRESETS[preset]), first_block)
+
+
+def load(preset, checkpoint=None, seed=0):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Toy(Preset(**PRESETS[preset]))
+    if checkpoint is not None:
+        model.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
+    report = {"checkpoint": checkpoint and str(checkpoint), "preset": preset, "architecture": {},
+              "parameters": sum(p.numel() for p in model.parameters())}
+    return model.requires_grad_(False).eval(), report
+'''
+
+
+def test_a_registered_toy_family_is_described_and_cached_through_the_cli(tmp_path, monkeypatch, normalized):
+    (tmp_path / "toy_family.py").write_text(TOY_FAMILY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert backbones.presets("toy_family")["toy"].tubelet == 1 and "toy_family" not in sys.modules  # read, not imported
+    video, _ = normalized  # 30 frames at 10 fps
+    assert cli.main(["backbone", "--name", "toy", "--family", "toy_family", "--preset", "toy", "--layers", "1", "3",
+                     "--tokens", "--token-block", "2", "--out", tmp_path / "toy.json"]) == 0
+    description = json.loads((tmp_path / "toy.json").read_text())
+    assert description["family"] == "toy_family" and description["tubelet"] == 1
+    assert description["block_tokens"] == {"block": 2, "grid": 4}
+    assert cli.main(["cache", video, "--backbone", tmp_path / "toy.json", "--out-dir", tmp_path / "cache",
+                     "--snippet-frames", "16", "--stride", "4"]) == 0
+    store = stores.open_cache(tmp_path / "cache" / "pattern.zarr")
+    assert store.attrs["family"] == "toy_family" and store.attrs["tubelet"] == 1 and store.snippets == 5
+    read = store.read(temporal=True, tokens=True)
+    assert read["temporal"].shape == (2, 5, 16, 24)  # a step a frame: tubelet 1
+    assert read["block_tokens"].shape == (1, 5, 16, 16, 24)
+    model, _ = backbones.get("toy_family").load("toy")
+    frames = torch.from_numpy(np.stack(list(media.iter_frames(video, size=32))))
+    taps = model(frames[None, 4:20], [1, 3])  # the second snippet: frames 4-19
+    expected = torch.stack([model.pool(tap, layer) for tap, layer in zip(taps, [1, 3])])[:, 0]
+    torch.testing.assert_close(read["pooled"][:, 1].float(), expected, atol=2e-3, rtol=2e-3)  # float16 as stored
+    # partial rebuilds block 3 from the family's upper_blocks and the cached tokens of block 2 (at
+    # the full 4 x 4 grid: exact): its adapters start at zero, so it recomputes the cached tap.
+    net = Detector("partial", 24, 2, 3, HeadConfig(width=16, levels=2, regression_ranges=((0, 4), (4, 1e4))),
+                   PartialConfig(losa={"reduction": 2, "heads": 2}), store.attrs)
+    net.features.load_backbone(description, store.attrs)
+    batch = {name: x[None].float() for name, x in read.items()}
+    with torch.no_grad():
+        pooled, temporal = net.features.upper_taps(batch["pooled"], batch["temporal"], batch["block_tokens"],
+                                                   torch.ones(1, 5, dtype=torch.bool))
+    torch.testing.assert_close(pooled[0, 1].float(), read["pooled"][1].float(), atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(temporal[0, 1].float(), read["temporal"][1].float(), atol=2e-3, rtol=2e-3)
+
+
+def test_an_unknown_family_or_preset_is_one_clear_error(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="unknown backbone family 'nope': no module nope"):
+        backbones.presets("nope")
+    with pytest.raises(ValueError, match=r"unknown preset 'gaint' of backbone family videomae; one of tiny, small"):
+        backbones.preset("videomae", "gaint")
+    (tmp_path / "bare_family.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match="module bare_family declares no PRESETS"):
+        backbones.presets("bare_family")

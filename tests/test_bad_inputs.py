@@ -176,7 +176,9 @@ def test_decode_settings_are_checked_before_ffmpeg_runs(tmp_path, capfd, clean_v
     (["--batch", "two"], "argument --batch: expected an integer, got 'two'"),
 ])
 def test_cache_options_are_checked_where_they_enter(tmp_path, capfd, options, says):
-    (tmp_path / "b.json").write_text("{}")
+    description = {"name": "b", "family": "videomae", "tubelet": 2, "preset": "tiny", "checkpoint": None, "seed": 0,
+                   "identity": "random:0", "layers": [4], "pixels": 32, "temporal": True, "precision": "fp32"}
+    (tmp_path / "b.json").write_text(json.dumps(description))
     fails_cleanly(capfd, tmp_path, "cache", tmp_path / "v.mp4", "--backbone", tmp_path / "b.json", "--out-dir",
                   tmp_path / "c", *options, says=f"^actloc cache: error: {says}")
 

@@ -107,7 +107,8 @@ def test_many_small_shards_and_a_wrong_frame_count_give_the_same_store(video, se
 def test_store_attributes_record_how_it_was_built(store, settings, video):
     attrs = stores.open_cache(store).attrs
     assert attrs == {
-        "actloc_cache": stores.FORMAT, "backbone": "tiny-test", "preset": "tiny", "identity": "random:0",
+        "actloc_cache": stores.FORMAT, "backbone": "tiny-test", "family": "videomae", "tubelet": 2, "preset": "tiny",
+        "identity": "random:0",
         "layers": [1, 4], "snippet_frames": 16, "stride": 4, "fps": 10.0, "pixels": PIXELS, "snippets": 15,
         "channels": 192, "temporal": True, "precision": "fp32", "block_tokens": None,
         "moments": {"pooled": 15, "temporal": 15 * 8},

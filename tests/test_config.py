@@ -144,8 +144,8 @@ def test_command_options_from_config_entries(shipped):
                                                                "--missing", "skip", "--fps", "25"]
     assert "--video-prefix" in cfg.annotation_options(shipped["datasets"]["anet"])
     assert shlex.split(cfg.backbone_options(shipped["backbones"]["tiny-random"])) == [
-        "--preset", "tiny", "--seed", "0", "--precision", "fp32", "--pixels", "16", "--layers", "1", "2", "3", "4",
-        "--temporal", "--tokens"]
+        "--family", "videomae", "--preset", "tiny", "--seed", "0", "--precision", "fp32", "--pixels", "16",
+        "--layers", "1", "2", "3", "4", "--temporal", "--tokens"]
     tokens = {**shipped["backbones"]["tiny-random"], "tokens": {"block": 3}}
     assert shlex.split(cfg.backbone_options(tokens))[-3:] == ["--tokens", "--token-block", "3"]
 

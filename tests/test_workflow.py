@@ -103,8 +103,8 @@ def test_schema_fills_defaults_and_accepts_the_shipped_config():
                "datasets": {"x": {"type": "demo", "decode": {"fps": 5, "short_side": 32}, "backbone": "b"}}}
     validate(minimal, str(SCHEMA))
     assert minimal["device"] == "auto"
-    assert minimal["backbones"]["b"] == {"preset": "tiny", "seed": 0, "temporal": True, "precision": "fp32",
-                                         "batch": 8, "mem_mb": 4000}
+    assert minimal["backbones"]["b"] == {"family": "videomae", "preset": "tiny", "seed": 0, "temporal": True,
+                                         "precision": "fp32", "batch": 8, "mem_mb": 4000}
     assert minimal["datasets"]["x"]["snippets"] == {"frames": 16, "stride": 4}
     assert minimal["datasets"]["x"]["demo"] == {"seed": 0, "n_train": 192, "n_test": 32,
                                                 "min_seconds": 20, "max_seconds": 40}
@@ -293,7 +293,7 @@ def test_thumos14_with_the_videos_present_evaluates_them_and_says_so(tmp_path):
     stand on the 3 test videos, say so, and equal the evaluator on those videos' ground truth."""
     from test_backbone import official_state
 
-    from actloc.backbones.presets import PRESETS
+    from actloc.backbones import presets
     from actloc.datasets import thumos14
     from actloc.stages import evaluate
 
@@ -302,7 +302,7 @@ def test_thumos14_with_the_videos_present_evaluates_them_and_says_so(tmp_path):
     for video, seconds in THUMOS_PRESENT.items():
         run_ffmpeg("-f", "lavfi", "-i", f"testsrc2=s=64x48:r=10:d={seconds}", "-c:v", "libx264", "-preset",
                    "ultrafast", folder / f"{video}.mp4")
-    torch.save(official_state(PRESETS["tiny"]), tmp_path / "vit_tiny_official.pth")
+    torch.save(official_state(presets()["tiny"]), tmp_path / "vit_tiny_official.pth")
     config = tiny_config(tmp_path, thumos={
         "type": "thumos14", "annotations": str(THUMOS), "videos": "thumos_videos", "missing": "skip",
         "out_of_range": "clip", "train_subset": "validation", "test_subset": "testing", "chunks": 2,

@@ -212,7 +212,7 @@ def cmd_backbone(args):
     if args.tokens or args.token_block is not None or args.token_grid is not None:
         tokens = {"block": args.token_block, "grid": args.token_grid}
     settings = backbone.describe(args.name, args.preset, args.checkpoint, args.seed, args.pixels, args.layers,
-                                 args.temporal, args.precision, tokens)
+                                 args.temporal, args.precision, tokens, args.family)
     write_json(args.out, settings)
     log.info("%s: %s, %s, %d parameters, layers %s", args.out, args.preset, settings["identity"],
              settings["parameters"], settings["layers"])
@@ -220,13 +220,13 @@ def cmd_backbone(args):
 
 
 def cmd_cache(args):
-    from .backbones.presets import TUBELET
     from .stages import backbone, cache
 
-    checked_snippets(args, TUBELET)
+    description = backbone.read_description(args.backbone)
+    checked_snippets(args, description.get("tubelet", 2))  # descriptions before tubelets were recorded: VideoMAE's
     videos = [Path(video) for video in args.videos]
     outs = {video: Path(args.out_dir) / f"{video.stem}.zarr" for video in videos}
-    attrs, written = cache.build_all(videos, list(outs.values()), backbone.read_description(args.backbone),
+    attrs, written = cache.build_all(videos, list(outs.values()), description,
                                      args.snippet_frames, args.stride, args.batch, args.device, args.threads,
                                      args.record)
     for video, out in outs.items():
@@ -445,8 +445,11 @@ def parser():
 
     p = sub.add_parser("backbone", help="check a backbone's weights and record its identity and settings")
     p.add_argument("--name", required=True, help="the backbone's name in config.yaml")
-    p.add_argument("--preset", required=True, help="model size: tiny, small, ... giant (actloc.backbones.presets)")
-    p.add_argument("--checkpoint", help="official VideoMAE / VideoMAEv2 .pth; none: random weights")
+    p.add_argument("--family", default="videomae", help="the backbone family: a module of actloc.backbones or "
+                                                         "any importable one (videomae)")
+    p.add_argument("--preset", required=True, help="model size in its family: videomae's tiny, small, ... giant")
+    p.add_argument("--checkpoint", help="the family's published checkpoint (VideoMAE / VideoMAEv2 .pth); none: "
+                                        "random weights")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     p.add_argument("--pixels", type=at_least(16), help="frame side fed to the model (default: the preset's)")
     p.add_argument("--layers", type=at_least(1), nargs="+", help="1-based blocks to tap (default: 4 evenly spaced)")

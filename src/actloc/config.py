@@ -9,7 +9,8 @@ import shlex
 from pathlib import Path
 
 from . import datasets, methods
-from .backbones.presets import DEFAULT_TOKEN_GRID, PRESETS, TUBELET, default_layers
+from . import backbones
+from .backbones import DEFAULT_FAMILY, DEFAULT_TOKEN_GRID, default_layers
 from .settings import LofiConfig, LosaConfig, PartialConfig, TrainConfig, head_config
 from .store.snippets import check_protocol
 
@@ -59,9 +60,20 @@ def computed(train):
     return {key: value for key, value in train.items() if key != "gpus"}
 
 
+def backbone_preset(config, name):
+    """The Preset of backbone entry `name` (its family's, read without importing the family)."""
+    entry = config["backbones"][name]
+    try:
+        return backbones.preset(entry.get("family", DEFAULT_FAMILY), entry["preset"])
+    except ValueError as err:
+        raise ConfigError(f"config.yaml: backbones.{name}: {err}") from None
+
+
 def check(config):
     """Every cross-check of a schema-valid config.yaml; the first failure is a ConfigError."""
-    backbones, methods_ = list(config["backbones"]), config["methods"]
+    for name in config["backbones"]:
+        backbone_preset(config, name)
+    backbone_names, methods_ = list(config["backbones"]), config["methods"]
     lofi, imported = lofi_methods(config), imported_features(config)
     for ds in config["targets"]:
         if ds not in config["datasets"]:
@@ -78,9 +90,9 @@ def check(config):
         if entry["type"] in OWN_SETTINGS:
             check_settings(f"methods.{name}.{entry['type']}", OWN_SETTINGS[entry["type"]], own)
         check_settings(f"methods.{name}.train", TrainConfig, computed(entry.get("train", {})))
-    for name in set(imported) & set(backbones):
+    for name in set(imported) & set(backbone_names):
         raise ConfigError(f"config.yaml: {name!r} names both a backbone and imported features")
-    for name in set(lofi) & (set(backbones) | set(imported)):
+    for name in set(lofi) & (set(backbone_names) | set(imported)):
         raise ConfigError(f"config.yaml: {name!r} names both a LoFi method (whose tuned backbone takes its name) "
                           "and a backbone or imported features")
     for ds, d in config["datasets"].items():
@@ -107,7 +119,8 @@ def check_dataset(config, ds, d):
             raise ConfigError(f"{where}: features.{d['backbone']}: {err}") from None
     else:
         try:
-            check_protocol(d["snippets"]["frames"], d["snippets"]["stride"], TUBELET)
+            check_protocol(d["snippets"]["frames"], d["snippets"]["stride"],
+                           backbone_preset(config, d["backbone"]).tubelet)
         except ValueError as err:
             raise ConfigError(f"{where}: snippets: {err}") from None
         if "decode" not in d:
@@ -122,7 +135,7 @@ def check_dataset(config, ds, d):
     check_settings(f"dataset {ds!r}: head", lambda **entry: head_config(entry), d.get("head", {}))
     check_settings(f"dataset {ds!r}: train", TrainConfig, computed(d.get("train", {})))
     entry = config["backbones"].get(d["backbone"])
-    channels = PRESETS[entry["preset"]].width if entry else None  # imported features: known once imported
+    channels = backbone_preset(config, d["backbone"]).width if entry else None  # imported: known once imported
     for method in d["methods"]:
         if method not in config["methods"]:
             raise ConfigError(f"{where} lists method {method!r}, which is not under methods")
@@ -299,7 +312,7 @@ def cache_settings(config, ds, method):
                   "stride": features.get("stride", d["snippets"]["stride"])}
         return expect | ({"fps": features["fps"]} if "fps" in features else {})
     entry = config["backbones"][d["backbone"]]
-    preset = PRESETS[entry["preset"]]
+    preset = backbone_preset(config, d["backbone"])
     lofi = config["methods"][method]["type"] == "lofi"
     expect = {"backbone": method if lofi else d["backbone"], "layers": sorted(entry.get("layers") or
                                                                                default_layers(preset.depth)),
@@ -333,7 +346,8 @@ def classifier_options(dataset):
 
 def backbone_options(entry):
     """A backbone entry as `actloc backbone` options."""
-    args = ["--preset", entry["preset"], "--seed", str(entry["seed"]), "--precision", entry["precision"]]
+    args = ["--family", entry["family"], "--preset", entry["preset"], "--seed", str(entry["seed"]),
+            "--precision", entry["precision"]]
     args += ["--checkpoint", entry["checkpoint"]] if "checkpoint" in entry else []
     args += ["--pixels", str(entry["pixels"])] if "pixels" in entry else []
     args += ["--layers", *map(str, entry["layers"])] if "layers" in entry else []

@@ -1,4 +1,4 @@
-"""The frozen video backbone: a ViT in the VideoMAE / VideoMAEv2 layout, in plain PyTorch.
+"""The VideoMAE / VideoMAEv2 family (actloc.backbones): a ViT in their layout, in plain PyTorch.
 
 A 16-frame clip becomes tubelet tokens (Conv3d, 2 frames x p x p pixels each) plus a fixed
 sinusoidal position table; pre-norm blocks attend jointly over space and time. Parameter names
@@ -17,9 +17,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..io import InputError, load_weights
-from .presets import PIXEL_MEAN, PIXEL_STD, PRESETS, TUBELET
+from . import Preset
 
 log = logging.getLogger(__name__)
+
+# The sizes of the published models (tiny is for the demo and the tests), as literals: the
+# Snakefile reads them without importing this module (actloc.backbones.presets).
+PRESETS = {
+    "tiny": {"width": 192, "depth": 4, "heads": 3, "mlp": 768, "patch": 16, "tubelet": 2, "frames": 16, "pixels": 112},
+    "small": {"width": 384, "depth": 12, "heads": 6, "mlp": 1536, "patch": 16, "tubelet": 2, "frames": 16, "pixels": 224},
+    "base": {"width": 768, "depth": 12, "heads": 12, "mlp": 3072, "patch": 16, "tubelet": 2, "frames": 16, "pixels": 224},
+    "large": {"width": 1024, "depth": 24, "heads": 16, "mlp": 4096, "patch": 16, "tubelet": 2, "frames": 16,
+              "pixels": 224},
+    "huge": {"width": 1280, "depth": 32, "heads": 16, "mlp": 5120, "patch": 16, "tubelet": 2, "frames": 16,
+             "pixels": 224},
+    "giant": {"width": 1408, "depth": 40, "heads": 16, "mlp": 6144, "patch": 14, "tubelet": 2, "frames": 16,
+              "pixels": 224},
+}
+# ImageNet statistics on the 0-255 scale, as the official models were trained with.
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
 
 
 FINAL_NORMS = ("fc_norm", "norm", "none")
@@ -90,9 +107,9 @@ class Block(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    def __init__(self, width, patch):
+    def __init__(self, width, patch, tubelet):
         super().__init__()
-        self.proj = nn.Conv3d(3, width, kernel_size=(TUBELET, patch, patch), stride=(TUBELET, patch, patch))
+        self.proj = nn.Conv3d(3, width, kernel_size=(tubelet, patch, patch), stride=(tubelet, patch, patch))
 
     def forward(self, x):
         return self.proj(x)
@@ -109,14 +126,25 @@ class Backbone(nn.Module):
         if final_norm not in FINAL_NORMS:
             raise ValueError(f"final_norm must be one of {FINAL_NORMS}, not {final_norm!r}")
         self.preset, self.first_block = preset, first_block
-        self.patch_embed = PatchEmbed(preset.width, preset.patch)
+        self.patch_embed = PatchEmbed(preset.width, preset.patch, preset.tubelet)
         self.blocks = nn.ModuleList(
             Block(preset.width, preset.heads, preset.mlp, layer_scale) if index >= first_block else nn.Identity()
             for index in range(preset.depth))
         self.norm = nn.LayerNorm(preset.width, eps=1e-6) if final_norm == "norm" else None
         self.fc_norm = nn.LayerNorm(preset.width, eps=1e-6) if final_norm == "fc_norm" else None
-        self.native_grid = (preset.frames // TUBELET, preset.pixels // preset.patch, preset.pixels // preset.patch)
+        self.native_grid = (preset.frames // preset.tubelet, preset.pixels // preset.patch, preset.pixels // preset.patch)
         self.set_constants()
+
+    @property
+    def stem(self):
+        """The modules before the blocks (the position table is a constant, not trained)."""
+        return [self.patch_embed]
+
+    @property
+    def architecture(self):
+        """What the checkpoint's keys said beyond the preset: the final norm and layer scale."""
+        final_norm = "fc_norm" if self.fc_norm is not None else "norm" if self.norm is not None else "none"
+        return {"final_norm": final_norm, "layer_scale": self.blocks[-1].gamma_1 is not None}
 
     def set_constants(self, device=None):
         """(Re)make the tensors that are no checkpoint's business: the sinusoidal position table
@@ -137,10 +165,10 @@ class Backbone(nn.Module):
     def embed(self, clips):
         """uint8 RGB clips (B, frames, H, W, 3) -> tokens (B, t*h*w, width) and the grid (t, h, w)."""
         batch, frames, height, width, _ = clips.shape
-        patch = self.preset.patch
-        if frames % TUBELET or height % patch or width % patch:
+        patch, tubelet = self.preset.patch, self.preset.tubelet
+        if frames % tubelet or height % patch or width % patch:
             raise ValueError(f"clips of {frames} frames of {height}x{width} do not divide into "
-                             f"{TUBELET}x{patch}x{patch} tubelets")
+                             f"{tubelet}x{patch}x{patch} tubelets")
         x = clips.permute(0, 4, 1, 2, 3).to(self.pixel_mean.dtype)
         x = self.patch_embed((x - self.pixel_mean) / self.pixel_std)
         grid = tuple(x.shape[2:])
@@ -180,11 +208,23 @@ class Backbone(nn.Module):
         return pooled
 
 
+def preset_of(name):
+    if name not in PRESETS:
+        raise InputError(f"unknown backbone preset {name!r}; one of {', '.join(PRESETS)}")
+    return Preset(**PRESETS[name])
+
+
+def upper_blocks(preset_name, architecture, first_block):
+    """The blocks from `first_block` on (those below are placeholders without weights), built as
+    `architecture` (Backbone.architecture) says."""
+    return Backbone(preset_of(preset_name), architecture["final_norm"], architecture["layer_scale"], first_block)
+
+
 def random_backbone(preset_name, seed):
     """A seed-fixed random initialisation (VideoMAE's: truncated normal 0.02 for linear layers)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Backbone(PRESETS[preset_name])
+        model = Backbone(preset_of(preset_name))
         for module in model.modules():
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
@@ -240,8 +280,7 @@ def check_state(path, model_shapes, state, preset_name):
 
 def load(preset_name, checkpoint=None, seed=0):
     """The frozen backbone (eval mode, no gradients) and a report of what loading found."""
-    if preset_name not in PRESETS:
-        raise InputError(f"unknown backbone preset {preset_name!r}; one of {', '.join(PRESETS)}")
+    preset = preset_of(preset_name)
     if checkpoint is None:
         model = random_backbone(preset_name, seed)
         report = {"checkpoint": None, "seed": seed}
@@ -250,7 +289,7 @@ def load(preset_name, checkpoint=None, seed=0):
         state, ignored = read_checkpoint(checkpoint)
         final_norm, layer_scale = architecture_of(state)
         with torch.device("meta"):  # no random initialisation of weights about to be replaced
-            model = Backbone(PRESETS[preset_name], final_norm, layer_scale)
+            model = Backbone(preset, final_norm, layer_scale)
         shapes = {k: v.shape for k, v in model.state_dict().items()}
         unexpected = check_state(checkpoint, shapes, state, preset_name)
         model.load_state_dict({k: state[k] for k in shapes}, assign=True)
@@ -271,7 +310,8 @@ def load(preset_name, checkpoint=None, seed=0):
         log.info("%s: loaded as %s (%s), %d weight(s) of head/decoder ignored",
                  checkpoint, preset_name, final_norm, len(ignored))
     model.requires_grad_(False).eval()
-    report.update(preset=preset_name, parameters=sum(p.numel() for p in model.parameters()))
+    report.update(preset=preset_name, parameters=sum(p.numel() for p in model.parameters()),
+                  architecture=model.architecture)
     return model, report
 
 

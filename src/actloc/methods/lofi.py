@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .. import backbones
 from ..engine.device import fixed_bytes, saved_bytes
 from ..io import InputError
 from ..settings import CYCLE, MODES, LofiConfig
@@ -70,25 +71,27 @@ class EndToEnd(nn.Module):
         self.backbone, self.detector, self.checkpointing = vit, detector, checkpointing
         self.first_trainable = 0 if trainable_blocks is None else depth - trainable_blocks
         vit.requires_grad_(trainable_blocks is None)
-        for part in [*vit.blocks[self.first_trainable:], vit.norm, vit.fc_norm]:
-            if part is not None:
-                part.requires_grad_(True)
+        for part in [*vit.blocks[self.first_trainable:], *backbones.after_blocks(vit)]:
+            part.requires_grad_(True)
 
     def trainable_blocks(self):
         return self.backbone.blocks[self.first_trainable:]
 
     def features(self, clips):
         """(n, frames, side, side, 3) clips -> (n, width): the last block's tokens pooled."""
-        vit = self.backbone
+        vit, depth = self.backbone, len(self.backbone.blocks)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.first_trainable == 0):
-            x, (t, h, w) = vit.embed(clips)
-        with torch.no_grad():
-            for block in vit.blocks[:self.first_trainable]:
-                x = block(x)
-        for block in self.trainable_blocks():
-            x = checkpoint(block, x, use_reentrant=False) if self.checkpointing and self.training else block(x)
-        tokens = x.view(len(clips), t, h * w, -1)
-        return vit.pool(tokens if vit.norm is None else vit.norm(tokens), len(vit.blocks))
+            x, grid = vit.embed(clips)
+        (tokens,) = vit.run_blocks(x, grid, 0, [depth], self.run)
+        return vit.pool(tokens, depth)
+
+    def run(self, index, block, x):
+        """Block `index` (1-based): without gradients below the trainable ones, checkpointed in them
+        when training."""
+        if index <= self.first_trainable:
+            with torch.no_grad():
+                return block(x)
+        return checkpoint(block, x, use_reentrant=False) if self.checkpointing and self.training else block(x)
 
     def forward(self, clips, multiple):
         """Detector outputs for a batch of clip tensors (one per video window) and the mask."""

@@ -27,8 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..backbones import videomae
-from ..backbones.presets import PRESETS, TUBELET
+from .. import backbones
 from ..engine.device import fixed_bytes, saved_bytes
 from ..io import InputError
 from ..settings import LosaConfig, PartialConfig
@@ -66,12 +65,13 @@ class Partial(nn.Module):
         if not tokens:
             raise InputError(f"partial: the cache of backbone {store['backbone']!r} holds no block tokens; set "
                              "tokens in its backbones entry (config.yaml) and rebuild the cache")
-        preset = PRESETS[store["preset"]]
+        family = store.get("family", backbones.DEFAULT_FAMILY)
+        preset = backbones.preset(family, store["preset"])
         self.block, self.grid = tokens["block"], tokens["grid"]
         if config.tune_blocks > preset.depth - self.block:
             raise InputError(f"partial: tune_blocks {config.tune_blocks} exceeds the {preset.depth - self.block} "
                              f"blocks above block {self.block}")
-        self.steps = store["snippet_frames"] // TUBELET
+        self.steps = store["snippet_frames"] // preset.tubelet
         self.upper = [layer for layer in store["layers"] if layer > self.block]
         if not self.upper:
             raise InputError(f"partial: no tapped layer of {store['layers']} lies above block {self.block}, whose "
@@ -79,12 +79,12 @@ class Partial(nn.Module):
         self.rows = [store["layers"].index(layer) for layer in self.upper]
         # LoSA first: from one seed it is losa's, so that untrained this method starts as losa.
         self.losa = LoSA(channels, n_layers, LosaConfig(**config.losa))
-        self.vit = videomae.Backbone(preset, tokens["final_norm"], tokens["layer_scale"], first_block=self.block)
+        # The blocks above k, built as the token cache recorded (its architecture's keys).
+        self.vit = backbones.get(family).upper_blocks(store["preset"], tokens, self.block)
         self.vit.requires_grad_(False)
         tuned = self.vit.blocks[preset.depth - config.tune_blocks:] if config.tune_blocks else []
-        for part in [*tuned, *((self.vit.norm, self.vit.fc_norm) if tuned else ())]:
-            if part is not None:
-                part.requires_grad_(True)
+        for part in [*tuned, *(backbones.after_blocks(self.vit) if tuned else ())]:
+            part.requires_grad_(True)
         width = preset.width
         self.adapters = nn.ModuleList(StepAdapter(width, max(1, width // config.adapter_reduction), config.kernel)
                                       for _ in range(self.block, preset.depth))
@@ -96,7 +96,7 @@ class Partial(nn.Module):
         if description["identity"] != store["identity"]:
             raise InputError(f"partial: backbone {description['name']!r} ({description['identity']}) did not "
                              f"build this cache ({store['identity']}); give the JSON of the one that did")
-        full, _ = videomae.load(description["preset"], description["checkpoint"], description["seed"])
+        full, _ = backbones.load(description)
         own = self.vit.state_dict()
         self.vit.load_state_dict({name: value for name, value in full.state_dict().items() if name in own})
 

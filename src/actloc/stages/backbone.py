@@ -1,8 +1,8 @@
 """Backbone stage: load and check a backbone once, and record what the cache stage needs to
 rebuild it (settings, the weights' identity, the loading report) as JSON."""
 
-from ..backbones.presets import DEFAULT_TOKEN_GRID, default_layers
-from ..backbones.videomae import load
+from .. import backbones
+from ..backbones import DEFAULT_FAMILY, DEFAULT_TOKEN_GRID, default_layers
 from ..io import InputError, read_json, sha256
 
 
@@ -15,14 +15,18 @@ SETTINGS = ("name", "preset", "checkpoint", "seed", "identity", "layers", "pixel
 
 
 def describe(name, preset_name, checkpoint=None, seed=0, pixels=None, layers=None, temporal=True,
-             precision="fp32", tokens=None):
+             precision="fp32", tokens=None, family=DEFAULT_FAMILY):
     """Everything the cache stage needs to rebuild this backbone, checked once: the settings,
-    the weights' identity and the loading report. Written as JSON by `actloc backbone`.
+    its family and tubelet, the weights' identity and the loading report. Written as JSON by
+    `actloc backbone`.
 
     `tokens` ({block, grid}, either left out for its default, or None for none) also caches the
     token map leaving that block, pooled to grid x grid a tubelet step, for partial
-    (actloc.methods.partial); it records the final norm and layer scale the upper blocks need."""
-    model, report = load(preset_name, checkpoint, seed)
+    (actloc.methods.partial); it records the architecture the upper blocks are built with."""
+    try:
+        model, report = backbones.get(family).load(preset_name, checkpoint, seed)
+    except ValueError as err:  # an unknown family
+        raise InputError(f"backbone {name}: {err}") from None
     preset = model.preset
     layers = sorted(set(layers)) if layers else default_layers(preset.depth)
     if layers[0] < 1 or layers[-1] > preset.depth:
@@ -32,14 +36,17 @@ def describe(name, preset_name, checkpoint=None, seed=0, pixels=None, layers=Non
         raise InputError(f"backbone {name}: pixels {pixels} is not a multiple of the patch size {preset.patch}")
     if precision not in ("fp32", "bf16"):
         raise InputError(f"backbone {name}: precision must be fp32 or bf16, not {precision!r}")
-    return {"name": name, **report, "seed": seed, "identity": identity(checkpoint, seed), "layers": layers,
+    return {"name": name, "family": family, "tubelet": preset.tubelet, **report, "seed": seed,
+            "identity": identity(checkpoint, seed), "layers": layers,
             "pixels": pixels, "temporal": temporal, "precision": precision,
-            "block_tokens": None if tokens is None else block_tokens(name, model, pixels, **tokens)}
+            "block_tokens": None if tokens is None else block_tokens(name, model, pixels, report["architecture"],
+                                                                     **tokens)}
 
 
-def block_tokens(name, model, pixels, block=None, grid=None):
+def block_tokens(name, model, pixels, architecture, block=None, grid=None):
     """The token cache's settings: block k (default half the depth) and grid g (default
-    DEFAULT_TOKEN_GRID, at most the full grid), with what the blocks above k are built with."""
+    DEFAULT_TOKEN_GRID, at most the full grid), with what the blocks above k are built with
+    (`architecture`, as the family's loading reported it)."""
     depth, full = len(model.blocks), pixels // model.preset.patch
     block = depth // 2 if block is None else block
     grid = min(DEFAULT_TOKEN_GRID, full) if grid is None else grid
@@ -48,8 +55,7 @@ def block_tokens(name, model, pixels, block=None, grid=None):
     if not 1 <= grid <= full:
         raise InputError(f"backbone {name}: tokens.grid {grid} must be within 1..{full} (the full grid: {pixels} px "
                          f"in patches of {model.preset.patch})")
-    final_norm = "fc_norm" if model.fc_norm is not None else "norm" if model.norm is not None else "none"
-    return {"block": block, "grid": grid, "final_norm": final_norm, "layer_scale": model.blocks[0].gamma_1 is not None}
+    return {"block": block, "grid": grid, **architecture}
 
 
 def read_description(path):

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 import zarr
 
-from ..backbones import videomae
-from ..backbones.presets import TUBELET
+from .. import backbones
+from ..backbones import DEFAULT_FAMILY
 from ..engine.ahead import ahead
 from ..engine.device import resolve_device
 from ..io import InputError, atomic_path, dataset_videos, read_json
@@ -28,8 +28,10 @@ log = logging.getLogger(__name__)
 
 
 def protocol_attrs(settings):
-    """What every store built by the backbone `settings` describes records, whatever the video."""
-    return {"backbone": settings["name"], "identity": settings["identity"], "layers": settings["layers"],
+    """What every store built by the backbone `settings` describes records, whatever the video:
+    its family and tubelet among them, which readers of its temporal tokens need."""
+    return {"backbone": settings["name"], "family": settings.get("family", DEFAULT_FAMILY),
+            "tubelet": settings.get("tubelet", 2), "identity": settings["identity"], "layers": settings["layers"],
             "pixels": settings["pixels"], "temporal": settings["temporal"], "precision": settings["precision"],
             "block_tokens": settings.get("block_tokens")}
 
@@ -102,11 +104,11 @@ def build_all(videos, outs, settings, snippet_frames=16, stride=4, batch=8, devi
     checkpoint = settings["checkpoint"]
     if checkpoint and Path(checkpoint).stat().st_size != settings["size_bytes"]:
         raise InputError(f"{checkpoint}: changed since its identity was recorded; rebuild the backbone JSON")
-    model, _ = videomae.load(settings["preset"], checkpoint, settings["seed"])
+    model, _ = backbones.load(settings)
     device = resolve_device(device)
     model.to(device)
     layers, pixels, block_tokens = settings["layers"], settings["pixels"], settings.get("block_tokens")
-    steps = snippet_frames // TUBELET
+    steps = snippet_frames // model.preset.tubelet
     tokens = steps if settings["temporal"] else 0
     run = sorted(set(layers) | ({block_tokens["block"]} if block_tokens else set()))
     grid = block_tokens and block_tokens["grid"]

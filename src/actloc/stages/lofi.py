@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..backbones import videomae
+from .. import backbones
 from ..engine import distributed, loop
 from ..engine.device import make_deterministic
 from ..io import InputError, atomic_path, read_annotations, read_json, write_json
@@ -135,7 +135,7 @@ def stage_a_on(world, device, train_cfg, settings, index, annotations, subset, b
     base = backbone.read_description(base)
     make_deterministic(train_cfg.seed)
     videos, classes = load_videos(index, annotations, subset, cfg)
-    vit, _ = videomae.load(base["preset"], base["checkpoint"], base["seed"])
+    vit, _ = backbones.load(base)
     detector = Detector("head_only", vit.preset.width, 1, len(classes), head_config(settings["head"]))
     net = EndToEnd(vit, detector, cfg.trainable_blocks, cfg.checkpointing).to(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=base["precision"] == "bf16")
@@ -190,7 +190,8 @@ def stage_a_on(world, device, train_cfg, settings, index, annotations, subset, b
         return None
     save_backbone(out_model, tuned.backbone, {"settings": settings, "base": base["identity"]})
     tuned_settings = backbone.describe(name, base["preset"], out_model, base["seed"], base["pixels"],
-                                       base["layers"], base["temporal"], base["precision"])
+                                       base["layers"], base["temporal"], base["precision"],
+                                       family=base.get("family", backbones.DEFAULT_FAMILY))
     write_json(out_backbone, tuned_settings)
     summary = loop.summarise("lofi", train_cfg, rows, len(videos), net, device) | {"processes": world.size}
     summary.update(fidelity=cfg.fidelity, base=base["identity"], identity=tuned_settings["identity"],

@@ -5,7 +5,7 @@ imported features, whose source layer is unknown):
 
 - `pooled`   (layers, T, C) float16: each snippet's tokens averaged over space and time;
 - `temporal` (layers, T, t, C) float16, when configured: averaged over space only, one vector
-  per tubelet step (t = snippet frames / 2);
+  per tubelet step (t = snippet frames / the backbone's tubelet, attribute `tubelet`);
 - `block_tokens` (1, T, t, g*g, C) float16, when configured (attribute `block_tokens`: block k,
   grid g): the tokens leaving block k, averaged over space to a g x g grid per tubelet step,
   which the partial method runs the blocks above k on;

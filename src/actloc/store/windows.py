@@ -8,7 +8,6 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..backbones.presets import TUBELET
 from ..classifier import ACTIONNESS
 from ..io import InputError, read_annotations, read_json
 from .snippets import from_grid, resampled, seconds_to_steps, steps_to_seconds, to_grid
@@ -118,10 +117,8 @@ class KeptReads:
             key = (video.name, str(layers), temporal, tokens)
             if key not in self.kept:
                 cache = video.cache
-                steps = cache.attrs["snippet_frames"] // TUBELET
-                grid = (cache.attrs.get("block_tokens") or {}).get("grid", 0)
-                values = len(cache.layer_index(layers)) * (1 + steps * temporal) + steps * grid**2 * tokens
-                size = 2 * cache.snippets * cache.attrs["channels"] * values
+                size = 2 * cache.snippets * sum(len(rows) * math.prod(cache.row_shape(name))  # float16
+                                                for name, rows in cache.arrays(layers, temporal, tokens).items())
                 if size > self.room:
                     return cache.read(start, stop, layers, temporal, tokens, out)
                 self.kept[key] = cache.read(layers=layers, temporal=temporal, tokens=tokens)
