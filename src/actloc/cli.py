@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from . import datasets, provenance
+from .backbones import DEFAULT_FAMILY
 from .io import InputError, PartlyDone, first_line, read_json, write_json
 
 log = logging.getLogger("actloc")
@@ -220,10 +221,11 @@ def cmd_backbone(args):
 
 
 def cmd_cache(args):
+    from . import backbones
     from .stages import backbone, cache
 
     description = backbone.read_description(args.backbone)
-    checked_snippets(args, description.get("tubelet", 2))  # descriptions before tubelets were recorded: VideoMAE's
+    checked_snippets(args, backbones.tubelet(description))
     videos = [Path(video) for video in args.videos]
     outs = {video: Path(args.out_dir) / f"{video.stem}.zarr" for video in videos}
     attrs, written = cache.build_all(videos, list(outs.values()), description,
@@ -445,8 +447,8 @@ def parser():
 
     p = sub.add_parser("backbone", help="check a backbone's weights and record its identity and settings")
     p.add_argument("--name", required=True, help="the backbone's name in config.yaml")
-    p.add_argument("--family", default="videomae", help="the backbone family: a module of actloc.backbones or "
-                                                         "any importable one (videomae)")
+    p.add_argument("--family", default=DEFAULT_FAMILY, help="the backbone family: a module of actloc.backbones "
+                                                             f"or any importable one ({DEFAULT_FAMILY})")
     p.add_argument("--preset", required=True, help="model size in its family: videomae's tiny, small, ... giant")
     p.add_argument("--checkpoint", help="the family's published checkpoint (VideoMAE / VideoMAEv2 .pth); none: "
                                         "random weights")

@@ -31,7 +31,7 @@ def protocol_attrs(settings):
     """What every store built by the backbone `settings` describes records, whatever the video:
     its family and tubelet among them, which readers of its temporal tokens need."""
     return {"backbone": settings["name"], "family": settings.get("family", DEFAULT_FAMILY),
-            "tubelet": settings.get("tubelet", 2), "identity": settings["identity"], "layers": settings["layers"],
+            "tubelet": backbones.tubelet(settings), "identity": settings["identity"], "layers": settings["layers"],
             "pixels": settings["pixels"], "temporal": settings["temporal"], "precision": settings["precision"],
             "block_tokens": settings.get("block_tokens")}
 
