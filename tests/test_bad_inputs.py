@@ -206,8 +206,8 @@ def test_cache_index_checks_every_store_against_the_backbone_and_protocol_given(
     fails_cleanly(capfd, tmp_path, *common, "--stride", 8, says=r"a.zarr: built with other settings \(stride is 4 where "
                                                                 r"this run's settings say 8\)")
     (tmp_path / "backbone.json").write_text(json.dumps({
-        "name": "synthetic", "identity": "sha256:abc", "layers": [1, 2], "pixels": None, "temporal": False,
-        "precision": "fp32", "preset": "none", "checkpoint": None, "seed": 0}))
+        "name": "synthetic", "family": "videomae", "tubelet": 2, "identity": "sha256:abc", "layers": [1, 2],
+        "pixels": None, "temporal": False, "precision": "fp32", "preset": "none", "checkpoint": None, "seed": 0}))
     fails_cleanly(capfd, tmp_path, *common, "--backbone", tmp_path / "backbone.json",
                   says=r"a.zarr: built with other settings \(identity is 'synthetic' where this run's settings say 'sha256:abc'\)")
     code, lines = actloc(capfd, *common, "--snippet-frames", 16, "--stride", 4)

@@ -221,11 +221,10 @@ def cmd_backbone(args):
 
 
 def cmd_cache(args):
-    from . import backbones
     from .stages import backbone, cache
 
     description = backbone.read_description(args.backbone)
-    checked_snippets(args, backbones.tubelet(description))
+    checked_snippets(args, description["tubelet"])
     videos = [Path(video) for video in args.videos]
     outs = {video: Path(args.out_dir) / f"{video.stem}.zarr" for video in videos}
     attrs, written = cache.build_all(videos, list(outs.values()), description,

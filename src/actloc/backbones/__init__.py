@@ -94,14 +94,6 @@ def get(family=DEFAULT_FAMILY):
     return module
 
 
-def tubelet(description):
-    """The tubelet of a backbone as `actloc backbone` described it (descriptions written before
-    tubelets were recorded: its family's preset's)."""
-    if "tubelet" in description:
-        return description["tubelet"]
-    return preset(description.get("family", DEFAULT_FAMILY), description["preset"]).tubelet
-
-
 def load(description):
     """(model, report) of a backbone as `actloc backbone` described it (stages.backbone)."""
     return get(description.get("family", DEFAULT_FAMILY)).load(description["preset"], description["checkpoint"],

@@ -59,9 +59,16 @@ def block_tokens(name, model, pixels, architecture, block=None, grid=None):
 
 
 def read_description(path):
-    """A JSON written by `describe`, checked to hold what the cache stage needs."""
+    """A JSON written by `describe`, checked to hold what the cache stage needs; one written
+    before families were recorded is VideoMAE's, with its preset's tubelet."""
     settings = read_json(path)
     absent = [key for key in SETTINGS if key not in settings]
     if absent:
         raise InputError(f"{path}: not written by `actloc backbone` (no {', '.join(absent)})")
+    if "tubelet" not in settings:
+        settings["family"] = settings.get("family", DEFAULT_FAMILY)
+        try:
+            settings["tubelet"] = backbones.preset(settings["family"], settings["preset"]).tubelet
+        except ValueError as err:
+            raise InputError(f"{path}: {err}") from None
     return settings

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 import zarr
 
 from .. import backbones
-from ..backbones import DEFAULT_FAMILY
 from ..engine.ahead import ahead
 from ..engine.device import resolve_device
 from ..io import InputError, atomic_path, dataset_videos, read_json
@@ -30,8 +29,8 @@ log = logging.getLogger(__name__)
 def protocol_attrs(settings):
     """What every store built by the backbone `settings` describes records, whatever the video:
     its family and tubelet among them, which readers of its temporal tokens need."""
-    return {"backbone": settings["name"], "family": settings.get("family", DEFAULT_FAMILY),
-            "tubelet": backbones.tubelet(settings), "identity": settings["identity"], "layers": settings["layers"],
+    return {"backbone": settings["name"], "family": settings["family"], "tubelet": settings["tubelet"],
+            "identity": settings["identity"], "layers": settings["layers"],
             "pixels": settings["pixels"], "temporal": settings["temporal"], "precision": settings["precision"],
             "block_tokens": settings.get("block_tokens")}
 

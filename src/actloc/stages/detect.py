@@ -64,8 +64,9 @@ def find_backbone(model_path, saved, given=None):
         raise InputError(f"{model_path}: trained on backbone {store['backbone']} ({store['identity']}), whose JSON "
                          f"is not at {' or '.join(map(str, candidates))}: give it with --backbone")
     settings = read_description(path)
-    differ = [f"{key} {value!r} (the model's cache: {store.get(key)!r})"
-              for key, value in protocol_attrs(settings).items() if key != "precision" and value != store.get(key)]
+    # A model records what its cache's stores shared (SHARED_ATTRS): those of earlier versions, fewer.
+    differ = [f"{key} {value!r} (the model's cache: {store[key]!r})" for key, value in protocol_attrs(settings).items()
+              if key != "precision" and key in store and value != store[key]]
     if differ:
         raise InputError(f"{path}: not the backbone {model_path} was trained on: {'; '.join(differ)}; give that "
                          "one with --backbone")

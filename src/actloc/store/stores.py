@@ -189,8 +189,8 @@ def write_store(path, source, layers, pooled, temporal=None, **attrs):
 
 
 # What all stores of one index, training or model share: one backbone, its taps, the snippet protocol.
-SHARED_ATTRS = ("backbone", "preset", "identity", "layers", "pixels", "temporal", "channels", "snippet_frames",
-                "stride", "block_tokens")
+SHARED_ATTRS = ("backbone", "family", "tubelet", "preset", "identity", "layers", "pixels", "temporal", "channels",
+                "snippet_frames", "stride", "block_tokens")
 
 
 def check_alike(cache, first):
