@@ -196,3 +196,14 @@ def test_the_stores_a_method_reads_are_expected_as_config_says(shipped):
     features = shipped["datasets"]["thumos"] | {"backbone": "i3d", "features": {"i3d": {"path": "f", "stride": 8}}}
     assert cfg.cache_settings(shipped | {"datasets": {"thumos": features}}, "thumos", "head_only") == {
         "backbone": "i3d", "snippet_frames": 16, "stride": 8}
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"preset": "gaint"}, "backbones.vitg: unknown preset 'gaint' of backbone family videomae; one of tiny, small"),
+    ({"family": "internvideo9"}, "backbones.vitg: unknown backbone family 'internvideo9': no module internvideo9"),
+])
+def test_a_backbone_of_no_family_or_preset_is_a_config_error_naming_it(shipped, entry, message):
+    config = copy.deepcopy(shipped)
+    config["backbones"]["vitg"].update(entry)
+    with pytest.raises(cfg.ConfigError, match=re.escape(message)):
+        cfg.check(config)

@@ -8,8 +8,7 @@ module), so method types are checked by finding their modules, not by loading th
 import shlex
 from pathlib import Path
 
-from . import datasets, methods
-from . import backbones
+from . import backbones, datasets, methods
 from .backbones import DEFAULT_FAMILY, DEFAULT_TOKEN_GRID, default_layers
 from .settings import LofiConfig, LosaConfig, PartialConfig, TrainConfig, head_config
 from .store.snippets import check_protocol
