@@ -274,9 +274,10 @@ def cmd_train(args):
     if method.train:  # trains on something other than the cache, in a stage of its own: LoFi's stage A, on videos
         if not (args.backbone and args.out_backbone):
             raise InputError(f"train: method {method.name} needs --backbone (the backbone to tune) and --out-backbone")
-        summary = importlib.import_module(method.train).train(args.index, args.annotations, args.subset, settings, args.backbone,
-                               args.backbone_name, args.out_model, args.out_backbone, args.out_log,
-                               args.out_summary, args.checkpoint, args.device)
+        stage = importlib.import_module(method.train)
+        summary = stage.train(args.index, args.annotations, args.subset, settings, args.backbone, args.backbone_name,
+                              args.out_model, args.out_backbone, args.out_log, args.out_summary, args.checkpoint,
+                              args.device)
     else:
         summary = train.train(args.index, args.annotations, args.subset, settings, args.out_model, args.out_log,
                               args.out_summary, args.checkpoint, args.device, args.backbone, args.expect)

@@ -17,11 +17,11 @@ from .. import backbones
 from ..engine.ahead import ahead
 from ..engine.device import resolve_device
 from ..io import InputError, atomic_path, dataset_videos, read_json
+from ..media import info_path, iter_frames, probe, source_record
 from ..progress import progress
 from ..store.features import feature_key, feature_sources
 from ..store.snippets import snippet_batches, snippet_count
 from ..store.stores import StoreWriter, array_shapes, open_cache, write_index, write_store
-from ..media import info_path, iter_frames, probe, source_record
 
 log = logging.getLogger(__name__)
 
