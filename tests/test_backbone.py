@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from actloc import backbones, cli, media
-from actloc.backbones import videomae
+from actloc.backbones import parts, videomae
 from actloc.io import InputError
 from actloc.methods.detector import Detector
 from actloc.settings import HeadConfig, PartialConfig
@@ -51,8 +51,8 @@ def official_state(preset, final_norm="fc_norm", classes=400, seed=0):
 
 def reference_features(state, preset, clips, layer, final_norm="fc_norm"):
     """The official forward written out literally (NumPy-style loops over heads), pooled."""
-    x = (clips.permute(0, 4, 1, 2, 3).float() - torch.tensor(videomae.PIXEL_MEAN).view(1, 3, 1, 1, 1)) \
-        / torch.tensor(videomae.PIXEL_STD).view(1, 3, 1, 1, 1)
+    x = (clips.permute(0, 4, 1, 2, 3).float() - torch.tensor(parts.IMAGENET_MEAN).view(1, 3, 1, 1, 1)) \
+        / torch.tensor(parts.IMAGENET_STD).view(1, 3, 1, 1, 1)
     p = preset.patch
     x = torch.nn.functional.conv3d(x, state["patch_embed.proj.weight"], state["patch_embed.proj.bias"],
                                    stride=(2, p, p))
@@ -131,11 +131,11 @@ def test_giant_is_videomaev2_vit_g():
     # A full giant checkpoint, as meta tensors, passes the shape check; a missing key does not.
     state = {k: torch.empty(s, device="meta") for k, s in official_layout(g, classes=710).items()}
     shapes = {k: v.shape for k, v in model.state_dict().items()}
-    assert videomae.check_state("g.pth", shapes, {k: v for k, v in state.items() if not k.startswith("head")},
-                                "giant") == []
+    assert parts.check_state("g.pth", shapes, {k: v for k, v in state.items() if not k.startswith("head")},
+                             "giant") == []
     del state["blocks.39.attn.v_bias"]
     with pytest.raises(InputError, match="1 weight.* missing, e.g. blocks.39.attn.v_bias"):
-        videomae.check_state("g.pth", shapes, state, "giant")
+        parts.check_state("g.pth", shapes, state, "giant")
 
 
 @pytest.mark.parametrize("wrap", ["module", "model", "bare"])

@@ -7,7 +7,6 @@ load as distributed. `forward` returns the tokens of the requested (tapped) bloc
 runs no block deeper than the deepest one asked for.
 """
 
-import argparse
 import logging
 import math
 from pathlib import Path
@@ -16,8 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..io import InputError, load_weights
+from ..io import InputError
 from . import Preset
+from .parts import IMAGENET_MEAN, IMAGENET_STD, Mlp, PatchEmbed, check_divides, check_state, frozen, \
+    interpolated, normalized, read_state
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,6 @@ PRESETS = {
     "giant": {"width": 1408, "depth": 40, "heads": 16, "mlp": 6144, "patch": 14, "tubelet": 2, "frames": 16,
               "pixels": 224},
 }
-# ImageNet statistics on the 0-255 scale, as the official models were trained with.
-PIXEL_MEAN = (123.675, 116.28, 103.53)
-PIXEL_STD = (58.395, 57.12, 57.375)
-
-
 FINAL_NORMS = ("fc_norm", "norm", "none")
 
 
@@ -73,16 +69,6 @@ class Attention(nn.Module):
         return self.proj(x.transpose(1, 2).reshape(batch, tokens, width))
 
 
-class Mlp(nn.Module):
-    def __init__(self, width, hidden):
-        super().__init__()
-        self.fc1 = nn.Linear(width, hidden)
-        self.fc2 = nn.Linear(hidden, width)
-
-    def forward(self, x):
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
 class Block(nn.Module):
     """Pre-norm transformer block; `layer_scale` adds the per-channel gammas some checkpoints hold."""
 
@@ -104,15 +90,6 @@ class Block(nn.Module):
             return x + self.mlp(self.norm2(x))
         x = x + self.gamma_1 * self.attn(self.norm1(x))
         return x + self.gamma_2 * self.mlp(self.norm2(x))
-
-
-class PatchEmbed(nn.Module):
-    def __init__(self, width, patch, tubelet):
-        super().__init__()
-        self.proj = nn.Conv3d(3, width, kernel_size=(tubelet, patch, patch), stride=(tubelet, patch, patch))
-
-    def forward(self, x):
-        return self.proj(x)
 
 
 class Backbone(nn.Module):
@@ -151,26 +128,17 @@ class Backbone(nn.Module):
         (official files store none unless it was learnt, as `pos_embed`) and the pixel statistics."""
         table = sinusoid_table(math.prod(self.native_grid), self.preset.width)
         self.register_buffer("pos_embed", table.to(device), persistent=False)
-        for name, values in (("pixel_mean", PIXEL_MEAN), ("pixel_std", PIXEL_STD)):
+        for name, values in (("pixel_mean", IMAGENET_MEAN), ("pixel_std", IMAGENET_STD)):
             self.register_buffer(name, torch.tensor(values, device=device).view(1, 3, 1, 1, 1), persistent=False)
 
     def position_table(self, grid):
         """The table for a (t, h, w) token grid: trilinear interpolation of the native one."""
-        if grid == self.native_grid:
-            return self.pos_embed
-        table = self.pos_embed.reshape(1, *self.native_grid, -1).permute(0, 4, 1, 2, 3)
-        table = F.interpolate(table.float(), size=grid, mode="trilinear", align_corners=False)
-        return table.flatten(2).transpose(1, 2).to(self.pos_embed.dtype)
+        return interpolated(self.pos_embed, self.native_grid, grid)
 
     def embed(self, clips):
         """uint8 RGB clips (B, frames, H, W, 3) -> tokens (B, t*h*w, width) and the grid (t, h, w)."""
-        batch, frames, height, width, _ = clips.shape
-        patch, tubelet = self.preset.patch, self.preset.tubelet
-        if frames % tubelet or height % patch or width % patch:
-            raise ValueError(f"clips of {frames} frames of {height}x{width} do not divide into "
-                             f"{tubelet}x{patch}x{patch} tubelets")
-        x = clips.permute(0, 4, 1, 2, 3).to(self.pixel_mean.dtype)
-        x = self.patch_embed((x - self.pixel_mean) / self.pixel_std)
+        check_divides(clips, self.preset)
+        x = self.patch_embed(normalized(clips, self.pixel_mean, self.pixel_std))
         grid = tuple(x.shape[2:])
         return x.flatten(2).transpose(1, 2) + self.position_table(grid), grid
 
@@ -233,22 +201,13 @@ def random_backbone(preset_name, seed):
     return model
 
 
-# Wrappers and prefixes of the published files, and the parts that are not the encoder.
-WRAPPERS = ("module", "model", "state_dict")
+# The parts of the published files that are not the encoder.
 IGNORED_PREFIXES = ("head.", "decoder.", "encoder_to_decoder.", "mask_token", "decoder_pos_embed")
 
 
 def read_checkpoint(path):
     """The encoder weights of an official checkpoint and the names of what was left out."""
-    path = Path(path)
-    state = load_weights(path, [argparse.Namespace])  # training checkpoints pickle their options too
-    for key in WRAPPERS:
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise InputError(f"{path}: holds no state dict of tensors (looked under {', '.join(WRAPPERS)})")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = read_state(path)
     ignored = []
     if any(k.startswith("encoder.") for k in state):  # a pre-training checkpoint
         ignored = [k for k in state if not k.startswith("encoder.")]
@@ -261,21 +220,6 @@ def architecture_of(state):
     """final_norm and layer_scale as the checkpoint's keys show them."""
     final_norm = "fc_norm" if "fc_norm.weight" in state else "norm" if "norm.weight" in state else "none"
     return final_norm, "blocks.0.gamma_1" in state
-
-
-def check_state(path, model_shapes, state, preset_name):
-    """Compare a checkpoint with a model's {name: shape}: raise on missing keys or other shapes;
-    return the unexpected keys (reported, not loaded)."""
-    missing = [k for k in model_shapes if k not in state]
-    wrong = [f"{k}: checkpoint {list(state[k].shape)}, preset {list(model_shapes[k])}"
-             for k in model_shapes if k in state and tuple(state[k].shape) != tuple(model_shapes[k])]
-    if wrong:
-        raise InputError(f"{path}: does not fit preset {preset_name!r}: {len(wrong)} shape(s) differ, "
-                         f"e.g. {'; '.join(wrong[:3])}")
-    if missing:
-        raise InputError(f"{path}: {len(missing)} weight(s) of preset {preset_name!r} missing, "
-                         f"e.g. {', '.join(missing[:5])}")
-    return sorted(k for k in state if k not in model_shapes and k != "pos_embed")
 
 
 def load(preset_name, checkpoint=None, seed=0):
@@ -291,7 +235,7 @@ def load(preset_name, checkpoint=None, seed=0):
         with torch.device("meta"):  # no random initialisation of weights about to be replaced
             model = Backbone(preset, final_norm, layer_scale)
         shapes = {k: v.shape for k, v in model.state_dict().items()}
-        unexpected = check_state(checkpoint, shapes, state, preset_name)
+        unexpected = check_state(checkpoint, shapes, state, preset_name, own=["pos_embed"])
         model.load_state_dict({k: state[k] for k in shapes}, assign=True)
         model.set_constants(device="cpu")
         model.float()  # checkpoints saved in half precision run in fp32 (or bf16 autocast)
@@ -309,9 +253,7 @@ def load(preset_name, checkpoint=None, seed=0):
                         ", ".join(unexpected[:10]))
         log.info("%s: loaded as %s (%s), %d weight(s) of head/decoder ignored",
                  checkpoint, preset_name, final_norm, len(ignored))
-    model.requires_grad_(False).eval()
-    report.update(preset=preset_name, parameters=sum(p.numel() for p in model.parameters()),
-                  architecture=model.architecture)
-    return model, report
+    report["preset"] = preset_name
+    return frozen(model, report)
 
 

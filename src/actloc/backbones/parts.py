@@ -1,0 +1,96 @@
+"""What several backbone families share: layers under their checkpoints' names, the pixel
+statistics, a position table's interpolation and the reading of a published checkpoint.
+(Not a family: it declares no PRESETS.)"""
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..io import InputError, load_weights
+
+# ImageNet statistics on the 0-255 scale, with which VideoMAE and InternVideo2 were trained.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+# What the published files wrap their state dict in.
+WRAPPERS = ("module", "model", "state_dict")
+
+
+class Mlp(nn.Module):
+    def __init__(self, width, hidden):
+        super().__init__()
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, width, patch, tubelet):
+        super().__init__()
+        self.proj = nn.Conv3d(3, width, kernel_size=(tubelet, patch, patch), stride=(tubelet, patch, patch))
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+def normalized(clips, mean, std):
+    """uint8 RGB clips (B, frames, H, W, 3) -> (B, 3, frames, H, W) in `mean`'s dtype, standardised."""
+    return (clips.permute(0, 4, 1, 2, 3).to(mean.dtype) - mean) / std
+
+
+def check_divides(clips, preset):
+    _, frames, height, width, _ = clips.shape
+    if frames % preset.tubelet or height % preset.patch or width % preset.patch:
+        raise ValueError(f"clips of {frames} frames of {height}x{width} do not divide into "
+                         f"{preset.tubelet}x{preset.patch}x{preset.patch} tubelets")
+
+
+def interpolated(table, native, grid):
+    """A position table (1, t*h*w, C) of the `native` (t, h, w) grid for another `grid`:
+    trilinear interpolation, time-major as the tokens."""
+    if tuple(grid) == tuple(native):
+        return table
+    cube = table.reshape(1, *native, -1).permute(0, 4, 1, 2, 3)
+    cube = F.interpolate(cube.float(), size=tuple(grid), mode="trilinear", align_corners=False)
+    return cube.flatten(2).transpose(1, 2).to(table.dtype)
+
+
+def read_state(path):
+    """The state dict of tensors in a published checkpoint, out of its wrapper, without the
+    `module.` prefix of distributed training."""
+    state = load_weights(path, [argparse.Namespace])  # training checkpoints pickle their options too
+    for key in WRAPPERS:
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise InputError(f"{path}: holds no state dict of tensors (looked under {', '.join(WRAPPERS)})")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def check_state(path, model_shapes, state, preset_name, own=()):
+    """Compare a checkpoint with a model's {name: shape}: raise on missing keys or other shapes;
+    return the unexpected keys (reported, not loaded) but those in `own`, which the family reads
+    itself."""
+    missing = [k for k in model_shapes if k not in state]
+    wrong = [f"{k}: checkpoint {list(state[k].shape)}, preset {list(model_shapes[k])}"
+             for k in model_shapes if k in state and tuple(state[k].shape) != tuple(model_shapes[k])]
+    if wrong:
+        raise InputError(f"{path}: does not fit preset {preset_name!r}: {len(wrong)} shape(s) differ, "
+                         f"e.g. {'; '.join(wrong[:3])}")
+    if missing:
+        raise InputError(f"{path}: {len(missing)} weight(s) of preset {preset_name!r} missing, "
+                         f"e.g. {', '.join(missing[:5])}")
+    return sorted(k for k in state if k not in model_shapes and k not in own)
+
+
+def frozen(model, report):
+    """The model in eval mode without gradients, and `report` completed with what every family
+    reports."""
+    model.requires_grad_(False).eval()
+    report.update(parameters=sum(p.numel() for p in model.parameters()), architecture=model.architecture)
+    return model, report
