@@ -1,3 +1,4 @@
+import hashlib
 import json
 import logging
 import os
@@ -401,3 +402,22 @@ def test_chunks_are_cut_evenly_and_kept_under_the_byte_bound(tmp_path, monkeypat
     assert group["temporal"].chunks == (1, 16, 4, 8)  # a row of 64 B: 16 rows, the least
     read = stores.open_cache(tmp_path / "v.zarr").read(temporal=True)
     assert torch.equal(read["pooled"], torch.from_numpy(pooled).half())
+
+
+# The stores' bytes as the cache stage wrote them before backbones became families (commit
+# 08996fd, this video, the demo's tiny random VideoMAE): VideoMAE moved behind the interface unchanged.
+BYTES_BEFORE_FAMILIES = {
+    "block_tokens": "c76aeb2e561933fde1e4a1ecd357d453a8194cd588e04563a7613698ff907841",
+    "pooled": "66924f7ad2d1098b5153e075bb6d9fb70f5c0d527aebe244de3fcf887cd98e75",
+    "temporal": "9a5b8866cd25604b2879f012595534875bc16b394b72729386749b9f801efe4d",
+}
+
+
+def test_videomae_stores_hold_the_bytes_they_held_before_backbone_families(tmp_path):
+    run_ffmpeg("-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=4", "-c:v", "libx264", tmp_path / "src.mp4")
+    decode.normalize(tmp_path / "src.mp4", tmp_path / "clip.mp4", fps=10, short_side=32)
+    settings = backbone.describe("t", "tiny", pixels=32, layers=[1, 2, 3, 4], tokens={"block": 2, "grid": 2})
+    cache.build(tmp_path / "clip.mp4", tmp_path / "c.zarr", settings, batch=4)
+    read = stores.open_cache(tmp_path / "c.zarr").read(temporal=True, tokens=True)
+    assert {name: hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+            for name, array in read.items()} == BYTES_BEFORE_FAMILIES

@@ -207,3 +207,28 @@ def test_a_backbone_of_no_family_or_preset_is_a_config_error_naming_it(shipped, 
     config["backbones"]["vitg"].update(entry)
     with pytest.raises(cfg.ConfigError, match=re.escape(message)):
         cfg.check(config)
+
+
+def uncommented(text, key):
+    """config.yaml's text with the commented-out entry `key` (`  # key:` and the `  #   ` lines
+    under it) made live."""
+    lines, out, inside = text.splitlines(), [], False
+    for line in lines:
+        if line == f"  # {key}:":
+            inside, line = True, f"  {key}:"
+        elif inside and line.startswith("  #   "):
+            line = "  " + line[len("  # "):]
+        else:
+            inside = False
+        out.append(line)
+    return "\n".join(out)
+
+
+def test_the_commented_internvideo2_backbone_and_dataset_pass_every_check():
+    text = uncommented(uncommented((ROOT / "config.yaml").read_text(), "iv2-1b"), "thumos-iv2")
+    config = yaml.safe_load(text)
+    validate(config, str(SCHEMA))
+    cfg.check(config)
+    backbone, dataset = config["backbones"]["iv2-1b"], config["datasets"]["thumos-iv2"]
+    assert backbone["family"] == "internvideo2" and backbone["preset"] == "1B" and backbone["batch"] == 2
+    assert dataset["backbone"] == "iv2-1b" and dataset["type"] == "thumos14" and dataset["snippets"]["frames"] == 16

@@ -13,10 +13,12 @@ Snakefile checks config.yaml with them, and a family's model imports torch), and
         `first_block` on (partial tunes them on cached block tokens)
 
 and the model: `preset` (a Preset), `blocks` (an nn.ModuleList), `stem` (the modules before
-them), `embed(clips)` -> (tokens (B, t*h*w, width), grid (t, h, w)) of uint8 RGB clips (B,
-frames, H, W, 3), `run_blocks(x, grid, start, layers, run=None)` -> the tokens (B, t, h*w,
-width) leaving each of `layers` (1-based), `forward(clips, layers)` = both, and `pool(tokens,
-layer, temporal)` -> a snippet's vector (B, width) or its per-tubelet-step ones (B, t, width).
+them), `embed(clips)` -> (tokens (B, [extra +] t*h*w, width), grid (t, h, w)) of uint8 RGB
+clips (B, frames, H, W, 3), any tokens beyond the grid (a class token) first,
+`run_blocks(x, grid, start, layers, run=None)` -> the grid's tokens (B, t, h*w, width) leaving
+each of `layers` (1-based; partial gives it the cached grid's tokens alone), `forward(clips,
+layers)` = both, and `pool(tokens, layer, temporal)` -> a snippet's vector (B, width) or its
+per-tubelet-step ones (B, t, width). `parts` holds what several families share.
 Its parameter names are its checkpoints' keys, so `state_dict()` saves a checkpoint it loads.
 Nothing outside this package knows a family's constants: the stores record the family and its
 tubelet.
