@@ -280,7 +280,7 @@ def test_describe_records_identity_and_checks_settings(tmp_path):
         backbone.describe("x", "tiny", layers=[2, 5])
     with pytest.raises(InputError, match="pixels 100 is not a multiple of the patch size 16"):
         backbone.describe("x", "tiny", pixels=100)
-    with pytest.raises(InputError, match="unknown backbone preset 'enormous'"):
+    with pytest.raises(InputError, match="unknown videomae preset 'enormous'"):
         backbone.describe("x", "enormous")
 
 

@@ -18,9 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..io import InputError
-from . import Preset
-from .parts import IMAGENET_MEAN, IMAGENET_STD, Mlp, PatchEmbed, check_divides, check_state, frozen, \
-    interpolated, normalized, read_state
+from . import parts
+from .parts import Encoder, Mlp, PatchEmbed, check_divides, check_state, frozen, interpolated, normalized, read_state
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +105,7 @@ def sincos_table(grid, width):
     return torch.cat([torch.zeros(1, width), table])[None]
 
 
-class Backbone(nn.Module):
+class Backbone(Encoder):
     """InternVideo2's video encoder. `grid` (t, h, w): the grid its position table is for;
     `first_block` > 0 leaves out the blocks below it (placeholders without weights): a model
     that only runs on tokens leaving block `first_block` (`run_blocks`), as partial does."""
@@ -124,7 +123,7 @@ class Backbone(nn.Module):
         self.blocks = nn.ModuleList(
             Block(preset.width, preset.heads, preset.mlp, qkv_bias, qk_norm, layer_scale) if index >= first_block
             else nn.Identity() for index in range(preset.depth))
-        self.set_constants()
+        self.set_pixel_statistics()
 
     @property
     def stem(self):
@@ -138,10 +137,6 @@ class Backbone(nn.Module):
         return {"qkv_bias": attn.qkv.bias is not None, "qk_norm": isinstance(attn.q_norm, nn.RMSNorm),
                 "layer_scale": isinstance(self.blocks[-1].ls1, LayerScale)}
 
-    def set_constants(self, device=None):
-        for name, values in (("pixel_mean", IMAGENET_MEAN), ("pixel_std", IMAGENET_STD)):
-            self.register_buffer(name, torch.tensor(values, device=device).view(1, 3, 1, 1, 1), persistent=False)
-
     def embed(self, clips):
         """uint8 RGB clips (B, frames, H, W, 3) -> tokens (B, 1 + t*h*w, width), the class token
         first, and the grid (t, h, w); the position table interpolated for another grid."""
@@ -154,29 +149,13 @@ class Backbone(nn.Module):
             table = torch.cat([table[:, :1], interpolated(table[:, 1:], self.native_grid, grid)], dim=1)
         return x + table, grid
 
-    def forward(self, clips, layers):
-        """Tokens (B, t, h*w, width) after each requested block (1-based), in the order asked."""
-        x, grid = self.embed(clips)
-        return self.run_blocks(x, grid, 0, layers)
-
-    def run_blocks(self, x, grid, start, layers, run=None):
-        """The patch tokens (B, t, h*w, width) after each of `layers` (1-based, in the order
-        asked), from tokens x (B, [1 +] t*h*w, width) of the (t, h, w) `grid` leaving block
-        `start` (0: the embedding), with the class token first when it has one: partial's cached
-        grid tokens run without it. `run(index, block, x)` runs a block, if given."""
-        if not layers or min(layers) <= start or max(layers) > len(self.blocks) or start < self.first_block:
-            raise ValueError(f"layers must be within {max(start, self.first_block) + 1}..{len(self.blocks)}, "
-                             f"got {list(layers)}")
+    def tap(self, index, x, grid):
+        """The patch tokens (B, t, h*w, width) of the tokens x leaving block `index`: a (t, h, w)
+        grid with the class token first (from `embed`) or without it (partial's cached grid)."""
         t, h, w = grid
         if x.shape[1] - t * h * w not in (0, 1):
             raise ValueError(f"{x.shape[1]} tokens are not a {t}x{h}x{w} grid, with or without a class token")
-        taps = {}
-        for index in range(start + 1, max(layers) + 1):
-            block = self.blocks[index - 1]
-            x = run(index, block, x) if run else block(x)
-            if index in layers:
-                taps[index] = x[:, x.shape[1] - t * h * w:].reshape(x.shape[0], t, h * w, -1)
-        return [taps[layer] for layer in layers]
+        return x[:, x.shape[1] - t * h * w:].reshape(x.shape[0], t, h * w, -1)
 
     def pool(self, tokens, layer, temporal=False):
         """Mean over space and time (B, width), or over space only (B, t, width) if `temporal`."""
@@ -184,9 +163,7 @@ class Backbone(nn.Module):
 
 
 def preset_of(name):
-    if name not in PRESETS:
-        raise InputError(f"unknown InternVideo2 preset {name!r}; one of {', '.join(PRESETS)}")
-    return Preset(**PRESETS[name])
+    return parts.preset_of(PRESETS, name, "internvideo2")
 
 
 def upper_blocks(preset_name, architecture, first_block):
@@ -204,11 +181,7 @@ def random_backbone(preset_name, seed):
         torch.manual_seed(seed)
         model = Backbone(preset_of(preset_name))
         nn.init.trunc_normal_(model.cls_token, std=0.02)
-        for module in model.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        parts.initialise_linears(model)
     return model
 
 
@@ -270,7 +243,7 @@ def from_state(state, preset_name, path):
     shapes = {k: v.shape for k, v in model.state_dict().items()}
     unexpected = check_state(path, shapes, state, preset_name)
     model.load_state_dict({k: state[k] for k in shapes}, assign=True)
-    model.set_constants(device="cpu")
+    model.set_pixel_statistics(device="cpu")
     model.float()  # checkpoints saved in half precision run in fp32 (or bf16 autocast)
     if unexpected:
         log.warning("%s: %d unexpected weight(s) not loaded: %s", path, len(unexpected), ", ".join(unexpected[:10]))

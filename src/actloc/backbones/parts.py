@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..io import InputError, load_weights
+from . import Preset
 
 # ImageNet statistics on the 0-255 scale, with which VideoMAE and InternVideo2 were trained.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -35,6 +36,53 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x):
         return self.proj(x)
+
+
+class Encoder(nn.Module):
+    """What a family's ViT shares: `forward` and `run_blocks` over its `blocks` (1-based), the
+    pixel statistics. A subclass sets `preset`, `first_block` and `blocks`, and defines
+    `embed(clips)` and `tap(index, x, grid)`: the grid's tokens (B, t, h*w, width) of the tokens x
+    leaving block `index`."""
+
+    def set_pixel_statistics(self, device=None):
+        for name, values in (("pixel_mean", IMAGENET_MEAN), ("pixel_std", IMAGENET_STD)):
+            self.register_buffer(name, torch.tensor(values, device=device).view(1, 3, 1, 1, 1), persistent=False)
+
+    def forward(self, clips, layers):
+        """Tokens (B, t, h*w, width) after each requested block (1-based), in the order asked."""
+        x, grid = self.embed(clips)
+        return self.run_blocks(x, grid, 0, layers)
+
+    def run_blocks(self, x, grid, start, layers, run=None):
+        """Tokens (B, t, h*w, width) after each of `layers` (1-based, in the order asked), from
+        the tokens x leaving block `start` (0: the embedding) of the (t, h, w) `grid`. `run(index,
+        block, x)` runs a block, if given (checkpointing, adapters)."""
+        if not layers or min(layers) <= start or max(layers) > len(self.blocks) or start < self.first_block:
+            raise ValueError(f"layers must be within {max(start, self.first_block) + 1}..{len(self.blocks)}, "
+                             f"got {list(layers)}")
+        taps = {}
+        for index in range(start + 1, max(layers) + 1):
+            block = self.blocks[index - 1]
+            x = run(index, block, x) if run else block(x)
+            if index in layers:
+                taps[index] = self.tap(index, x, grid)
+        return [taps[layer] for layer in layers]
+
+
+def preset_of(presets, name, family):
+    """The Preset `name` of a family's `presets`; an InputError naming them when there is none."""
+    if name not in presets:
+        raise InputError(f"unknown {family} preset {name!r}; one of {', '.join(presets)}")
+    return Preset(**presets[name])
+
+
+def initialise_linears(model):
+    """A ViT's random initialisation of its linear layers: truncated normal 0.02, zero biases."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
 
 def normalized(clips, mean, std):

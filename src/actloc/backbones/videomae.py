@@ -16,9 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..io import InputError
-from . import Preset
-from .parts import IMAGENET_MEAN, IMAGENET_STD, Mlp, PatchEmbed, check_divides, check_state, frozen, \
-    interpolated, normalized, read_state
+from . import parts
+from .parts import Encoder, Mlp, PatchEmbed, check_divides, check_state, frozen, interpolated, normalized, read_state
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +91,7 @@ class Block(nn.Module):
         return x + self.gamma_2 * self.mlp(self.norm2(x))
 
 
-class Backbone(nn.Module):
+class Backbone(Encoder):
     """VideoMAE-layout ViT. `final_norm`: `fc_norm` (applied after mean pooling, fine-tuned
     models), `norm` (applied to the last block's tokens, pre-training encoders) or `none`.
     `first_block` > 0 leaves out the blocks below it (placeholders without weights): a model
@@ -128,8 +127,7 @@ class Backbone(nn.Module):
         (official files store none unless it was learnt, as `pos_embed`) and the pixel statistics."""
         table = sinusoid_table(math.prod(self.native_grid), self.preset.width)
         self.register_buffer("pos_embed", table.to(device), persistent=False)
-        for name, values in (("pixel_mean", IMAGENET_MEAN), ("pixel_std", IMAGENET_STD)):
-            self.register_buffer(name, torch.tensor(values, device=device).view(1, 3, 1, 1, 1), persistent=False)
+        self.set_pixel_statistics(device)
 
     def position_table(self, grid):
         """The table for a (t, h, w) token grid: trilinear interpolation of the native one."""
@@ -142,31 +140,11 @@ class Backbone(nn.Module):
         grid = tuple(x.shape[2:])
         return x.flatten(2).transpose(1, 2) + self.position_table(grid), grid
 
-    def forward(self, clips, layers):
-        """Tokens (B, t, h*w, width) after each requested block (1-based), in the order asked.
-
-        The last block's tokens get `norm` when the model has one (`fc_norm` acts after pooling,
-        see `pool`).
-        """
-        x, grid = self.embed(clips)
-        return self.run_blocks(x, grid, 0, layers)
-
-    def run_blocks(self, x, grid, start, layers, run=None):
-        """Tokens (B, t, h*w, width) after each of `layers` (1-based, in the order asked), from
-        tokens x (B, t*h*w, width) of the (t, h, w) `grid` leaving block `start` (0: the
-        embedding). `run(index, block, x)` runs a block, if given (checkpointing, adapters)."""
-        if not layers or min(layers) <= start or max(layers) > len(self.blocks) or start < self.first_block:
-            raise ValueError(f"layers must be within {max(start, self.first_block) + 1}..{len(self.blocks)}, "
-                             f"got {list(layers)}")
-        t, h, w = grid
-        taps = {}
-        for index in range(start + 1, max(layers) + 1):
-            block = self.blocks[index - 1]
-            x = run(index, block, x) if run else block(x)
-            if index in layers:
-                out = self.norm(x) if index == len(self.blocks) and self.norm is not None else x
-                taps[index] = out.view(x.shape[0], t, h * w, -1)
-        return [taps[layer] for layer in layers]
+    def tap(self, index, x, grid):
+        """The tokens x leaving block `index` as (B, t, h*w, width); the last block's get `norm`
+        when the model has one (`fc_norm` acts after pooling, see `pool`)."""
+        out = self.norm(x) if index == len(self.blocks) and self.norm is not None else x
+        return out.view(x.shape[0], grid[0], grid[1] * grid[2], -1)
 
     def pool(self, tokens, layer, temporal=False):
         """Mean over space and time (B, width), or over space only (B, t, width) if `temporal`."""
@@ -177,9 +155,7 @@ class Backbone(nn.Module):
 
 
 def preset_of(name):
-    if name not in PRESETS:
-        raise InputError(f"unknown backbone preset {name!r}; one of {', '.join(PRESETS)}")
-    return Preset(**PRESETS[name])
+    return parts.preset_of(PRESETS, name, "videomae")
 
 
 def upper_blocks(preset_name, architecture, first_block):
@@ -193,11 +169,7 @@ def random_backbone(preset_name, seed):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Backbone(preset_of(preset_name))
-        for module in model.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        parts.initialise_linears(model)
     return model
 
 
