@@ -297,3 +297,23 @@ def test_a_bf16_backbone_trains_stage_a_under_autocast_near_its_fp32_losses(deco
         losses[precision] = pd.read_csv(out / "log.csv")["loss"].iloc[0]  # the first epoch: before they drift apart
     assert losses["bf16"] != losses["fp32"]  # bfloat16 arithmetic in the forward
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
+
+
+def test_stage_a_tunes_an_internvideo2_backbone_whose_file_loads_as_the_authors_do(decoded, tmp_path):
+    """LoFi knows a family only through its interface: InternVideo2 (tubelet 1, a class token)
+    tunes end to end at low fidelity and saves a checkpoint in the authors' layout."""
+    from actloc.backbones import internvideo2
+
+    index, annotations, _ = decoded
+    base = tmp_path / "iv2.json"
+    write_json(base, backbone.describe("iv2", "tiny", pixels=56, layers=[2, 4], family="internvideo2"))
+    out = tmp_path / "tuned"
+    summary = lofi_stage.train(index, annotations, "training", settings(), base, "tuned", out / "backbone.pth",
+                               out / "backbone.json", out / "log.csv", out / "stage_a.json", device="cpu")
+    assert summary["base"] == "random:0"
+    tuned, report = internvideo2.load("tiny", out / "backbone.pth")
+    assert report["variant"] == "encoder" and report["ignored"] == [] and report["unexpected"] == []
+    assert report["frames"] == 8  # its position table as the random preset's
+    random = internvideo2.load("tiny")[0]
+    assert not torch.equal(tuned.blocks[3].mlp.fc2.weight, random.blocks[3].mlp.fc2.weight)
+    assert backbone.read_description(out / "backbone.json")["family"] == "internvideo2"

@@ -218,9 +218,12 @@ def test_demo_dag_runs_to_the_table_and_reruns_nothing(tiny_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_partial_trains_from_the_block_tokens_through_the_workflow(tmp_path):
+@pytest.mark.parametrize("family, pixels, architecture", [
+    ("videomae", 32, {"final_norm": "fc_norm", "layer_scale": False}),
+    ("internvideo2", 28, {"qkv_bias": False, "qk_norm": True, "layer_scale": True})])
+def test_partial_trains_from_the_block_tokens_through_the_workflow(tmp_path, family, pixels, architecture):
     config = tiny_config(tmp_path)
-    config["backbones"]["tiny"]["tokens"] = {}
+    config["backbones"]["tiny"].update(family=family, pixels=pixels, tokens={})
     config["methods"]["partial"] = {"type": "partial", "partial": {"losa": {"heads": 4}}}
     config["datasets"]["demo"]["methods"] = ["head_only", "partial"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
@@ -229,7 +232,7 @@ def test_partial_trains_from_the_block_tokens_through_the_workflow(tmp_path):
     results = tmp_path / "results" / "demo"
     assert pd.read_csv(results / "map.csv")["method"].tolist() == ["head_only", "partial"]
     store = open_cache(results / "cache" / "tiny" / "demo_test_000.zarr")
-    assert store.attrs["block_tokens"] == {"block": 2, "grid": 2, "final_norm": "fc_norm", "layer_scale": False}
+    assert store.attrs["family"] == family and store.attrs["block_tokens"] == {"block": 2, "grid": 2, **architecture}
     assert "partial: blocks 3..4 on 2 x 2 tokens" in (results / "logs" / "train" / "partial.log").read_text()
     assert list(json.loads((results / "partial" / "detections.json").read_text())["results"]) == ["demo_test_000"]
 
