@@ -69,6 +69,10 @@ def test_the_shipped_config_passes_every_check(shipped):
                                                                     "adapter_reduction must be at least 1 and kernel odd"),
     (lambda c: c["methods"]["partial"]["partial"].update(losa={"heads": 7}),
      "methods.partial LoSA settings on dataset 'demo'"),
+    (lambda c: c["backbones"]["tiny-random"].update(pixels=20),
+     "backbones.tiny-random: pixels 20 is not a multiple of preset 'tiny''s patch size, 16"),
+    (lambda c: c["backbones"]["tiny-random"].update(family="internvideo2", pixels=16),
+     "backbones.tiny-random: pixels 16 is not a multiple of preset 'tiny''s patch size, 14"),
 ])
 def test_each_cross_check_is_one_error_naming_the_entry(shipped, change, message):
     config = copy.deepcopy(shipped)

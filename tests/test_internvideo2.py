@@ -198,6 +198,17 @@ def test_a_broken_table_is_one_clear_error():
         internvideo2.from_state(state, "tiny", "bad.pth")
 
 
+def test_the_backbone_command_takes_any_multiple_of_its_patch(tmp_path, capfd):
+    # 14 px: one patch a frame, as the demo's 16 px are for VideoMAE
+    assert cli.main(["backbone", "--name", "iv2", "--family", "internvideo2", "--preset", "tiny", "--pixels", "14",
+                     "--out", str(tmp_path / "iv2.json")]) == 0
+    assert json.loads((tmp_path / "iv2.json").read_text())["pixels"] == 14
+    assert cli.main(["backbone", "--name", "iv2", "--family", "internvideo2", "--preset", "tiny", "--pixels", "16",
+                     "--out", str(tmp_path / "bad.json")]) == 1
+    assert "backbone iv2: pixels 16 is not a multiple of the patch size 14" in capfd.readouterr().err
+    assert not (tmp_path / "bad.json").exists()
+
+
 PIXELS = 28  # 2 x 2 patches of 14
 
 

@@ -453,7 +453,8 @@ def parser():
     p.add_argument("--checkpoint", help="the family's published checkpoint (VideoMAE / VideoMAEv2 .pth); none: "
                                         "random weights")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
-    p.add_argument("--pixels", type=at_least(16), help="frame side fed to the model (default: the preset's)")
+    p.add_argument("--pixels", type=at_least(1),
+                   help="frame side fed to the model, a multiple of its patch (default: the preset's)")
     p.add_argument("--layers", type=at_least(1), nargs="+", help="1-based blocks to tap (default: 4 evenly spaced)")
     p.add_argument("--temporal", action=argparse.BooleanOptionalAction, default=True,
                    help="also cache per-tubelet-step tokens (T x t x C)")

@@ -60,12 +60,17 @@ def computed(train):
 
 
 def backbone_preset(config, name):
-    """The Preset of backbone entry `name` (its family's, read without importing the family)."""
+    """The Preset of backbone entry `name` (its family's, read without importing the family),
+    checked to divide the entry's pixels into patches."""
     entry = config["backbones"][name]
     try:
-        return backbones.preset(entry.get("family", DEFAULT_FAMILY), entry["preset"])
+        preset = backbones.preset(entry.get("family", DEFAULT_FAMILY), entry["preset"])
     except ValueError as err:
         raise ConfigError(f"config.yaml: backbones.{name}: {err}") from None
+    if entry.get("pixels", preset.pixels) % preset.patch:
+        raise ConfigError(f"config.yaml: backbones.{name}: pixels {entry['pixels']} is not a multiple of preset "
+                          f"{entry['preset']!r}'s patch size, {preset.patch}")
+    return preset
 
 
 def check(config):
