@@ -196,6 +196,9 @@ def test_a_broken_table_is_one_clear_error():
     state["pos_embed"] = state["pos_embed"][:, :50]
     with pytest.raises(InputError, match=r"bad.pth: pos_embed \[1, 50, 192\] is no table of a class token and t x 8 x 8"):
         internvideo2.from_state(state, "tiny", "bad.pth")
+    # A VideoMAE file given to this family
+    with pytest.raises(InputError, match="vm.pth: holds no pos_embed, the position table of every InternVideo2 file"):
+        internvideo2.from_state(backbones.get("videomae").load("tiny")[0].state_dict(), "tiny", "vm.pth")
 
 
 def test_the_backbone_command_takes_any_multiple_of_its_patch(tmp_path, capfd):

@@ -211,9 +211,11 @@ def grid_of(state, preset, path):
     """The (t, h, w) grid of a checkpoint's position table, square in space at the preset's pixels."""
     side = preset.pixels // preset.patch
     table = state.get("pos_embed")
-    if table is None or table.ndim != 3 or (table.shape[1] - 1) % (side * side) or table.shape[1] <= 1:
-        shape = None if table is None else list(table.shape)
-        raise InputError(f"{path}: pos_embed {shape} is no table of a class token and t x {side} x {side} "
+    if table is None:
+        raise InputError(f"{path}: holds no pos_embed, the position table of every InternVideo2 file (a checkpoint "
+                         "of another family?)")
+    if table.ndim != 3 or (table.shape[1] - 1) % (side * side) or table.shape[1] <= 1:
+        raise InputError(f"{path}: pos_embed {list(table.shape)} is no table of a class token and t x {side} x {side} "
                          "patch tokens")
     return (table.shape[1] - 1) // (side * side), side, side
 
