@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # The published sizes (tiny is a random-weight stand-in for the tests), as literals read by the
 # Snakefile (actloc.backbones.presets). `frames`: the position table a random model gets; a
-# checkpoint's own table sets its clip length (8 or 16 frames as published).
+# checkpoint's own table sets its clip length (4, 8 or 16 frames as published).
 PRESETS = {
     "tiny": {"width": 192, "depth": 4, "heads": 3, "mlp": 768, "patch": 14, "tubelet": 1, "frames": 8, "pixels": 112},
     "1B": {"width": 1408, "depth": 40, "heads": 16, "mlp": 6144, "patch": 14, "tubelet": 1, "frames": 8,
