@@ -449,9 +449,10 @@ def parser():
     p.add_argument("--name", required=True, help="the backbone's name in config.yaml")
     p.add_argument("--family", default=DEFAULT_FAMILY, help="the backbone family: a module of actloc.backbones "
                                                              f"or any importable one ({DEFAULT_FAMILY})")
-    p.add_argument("--preset", required=True, help="model size in its family: videomae's tiny, small, ... giant")
-    p.add_argument("--checkpoint", help="the family's published checkpoint (VideoMAE / VideoMAEv2 .pth); none: "
-                                        "random weights")
+    p.add_argument("--preset", required=True, help="model size in its family: videomae's tiny, small, ... giant; "
+                                                   "internvideo2's tiny, 1B, 6B")
+    p.add_argument("--checkpoint", help="the family's published checkpoint (VideoMAE / VideoMAEv2 or InternVideo2 "
+                                        ".pth); none: random weights")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     p.add_argument("--pixels", type=at_least(1),
                    help="frame side fed to the model, a multiple of its patch (default: the preset's)")
