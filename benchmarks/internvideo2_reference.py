@@ -35,7 +35,8 @@ from common import report
 # name: (width, depth, heads, mlp ratio, pixels, actloc's preset or None for a custom depth, variant)
 MODELS = {"tiny": (192, 4, 3, 4.0, 112, "tiny", "classifier"), "1B": (1408, 40, 16, 48 / 11, 224, "1B", "classifier"),
           "6B-blocks": (3200, 4, 25, 4.0, 224, None, "classifier"),
-          "tiny-stage1": (192, 4, 3, 4.0, 112, "tiny", "stage1"), "tiny-stage2": (192, 4, 3, 4.0, 112, "tiny", "stage2")}
+          "tiny-stage1": (192, 4, 3, 4.0, 112, "tiny", "stage1"),
+          "tiny-stage2": (192, 4, 3, 4.0, 112, "tiny", "stage2")}
 # variant: (the folder of the authors' file under the checkout, the file, its class)
 SOURCES = {"classifier": ("InternVideo2/single_modality/models", "internvideo2", "InternVideo2"),
            "stage1": ("InternVideo2/single_modality/models", "internvideo2_pretrain", "PretrainInternVideo2"),
@@ -110,7 +111,8 @@ def compare(checkout, name, folder):
     path = Path(folder) / f"{name}.pth"
     state = theirs.state_dict()
     if variant == "stage2":  # the video-text model: its video encoder beside a text side
-        state = {f"vision_encoder.{key}": value for key, value in state.items()} | {"text_proj.weight": torch.zeros(2, 2)}
+        state = {f"vision_encoder.{key}": value for key, value in state.items()}
+        state["text_proj.weight"] = torch.zeros(2, 2)
     torch.save({"module" if variant == "stage1" else "model": state}, path)
     preset = Preset(width=width, depth=depth, heads=heads, mlp=int(width * ratio), patch=14, tubelet=1,
                     frames=FRAMES, pixels=pixels)

@@ -17,13 +17,15 @@ from actloc.stages import decode
 from actloc.store.stores import open_cache
 from conftest import run_ffmpeg
 
-CLIP_WIDTH, TEACHER_WIDTH = 768, 3200  # the attention pool's output; stage 1's CLIP teacher
+CLIP_WIDTH, TEACHER_WIDTH, MAE_TEACHER_WIDTH = 768, 3200, 1408  # the attention pool's output; the teachers'
+IGNORED = {"classifier": 18, "stage1": 30, "stage2": 23 + 3}  # as the authors' code has them (+ stage 2's text side)
 
 
 def published_layout(width, depth, mlp, frames=8, side=16, variant="classifier", classes=400):
     """{key: shape} of the authors' checkpoints (InternVideo2's single_modality/models/
     internvideo2.py and internvideo2_pretrain.py; the stage-2 model holds its video encoder
-    under `vision_encoder.` beside the text side)."""
+    (multi_modality/models/backbones/internvideo2/internvideo2.py) under `vision_encoder.` beside
+    the text side). benchmarks/internvideo2_reference.py checked the three against that code."""
     tokens = frames * side * side
     layout = {"patch_embed.proj.weight": (width, 3, 1, 14, 14), "patch_embed.proj.bias": (width,),
               "cls_token": (1, 1, width), "pos_embed": (1, 1 + tokens, width)}
@@ -42,11 +44,19 @@ def published_layout(width, depth, mlp, frames=8, side=16, variant="classifier",
     if variant == "classifier":
         layout.update({"fc_norm.weight": (CLIP_WIDTH,), "fc_norm.bias": (CLIP_WIDTH,),
                        "head.weight": (classes, CLIP_WIDTH), "head.bias": (classes,)})
-    elif variant == "stage1":
-        layout.update({"clip_pos_embed": (1, 1 + tokens, width), "mae_pos_embed": (1, tokens, width),
-                       "clip_decoder.0.head.weight": (TEACHER_WIDTH, width), "clip_decoder.0.head.bias": (TEACHER_WIDTH,),
-                       "clip_decoder.0.norm.weight": (TEACHER_WIDTH,), "final_clip_decoder.head.weight": (768, CLIP_WIDTH),
-                       "mae_decoder.0.head.0.weight": (width, width)})
+    else:  # the pre-training models: CLIP (and for stage 1 MAE) decoders to their teachers, their tables
+        layout.update({"clip_pos_embed": (1, 1 + tokens, width),
+                       "clip_decoder.0.head.weight": (TEACHER_WIDTH, width),
+                       "clip_decoder.0.head.bias": (TEACHER_WIDTH,), "clip_decoder.0.norm.weight": (TEACHER_WIDTH,),
+                       "clip_decoder.0.norm.bias": (TEACHER_WIDTH,),
+                       "final_clip_decoder.head.weight": (CLIP_WIDTH, CLIP_WIDTH),
+                       "final_clip_decoder.head.bias": (CLIP_WIDTH,), "final_clip_decoder.norm.weight": (CLIP_WIDTH,),
+                       "final_clip_decoder.norm.bias": (CLIP_WIDTH,)})
+    if variant == "stage1":
+        layout.update({"mae_pos_embed": (1, tokens, width), "mae_decoder.0.head.0.weight": (width, width),
+                       "mae_decoder.0.head.0.bias": (width,), "mae_decoder.0.head.2.weight": (MAE_TEACHER_WIDTH, width),
+                       "mae_decoder.0.head.2.bias": (MAE_TEACHER_WIDTH,),
+                       "mae_decoder.0.norm.weight": (MAE_TEACHER_WIDTH,), "mae_decoder.0.norm.bias": (MAE_TEACHER_WIDTH,)})
     elif variant == "stage2":
         layout = {f"vision_encoder.{key}": shape for key, shape in layout.items()}
         layout.update({"vision_proj.weight": (512, CLIP_WIDTH), "text_encoder.embeddings.word_embeddings.weight":
@@ -69,6 +79,7 @@ def test_both_published_sizes_load_their_key_layout_and_refuse_the_other(name, o
         model, report = internvideo2.from_state(meta_state(published_layout(own.width, own.depth, own.mlp,
                                                                             variant=variant)), name, "ckpt.pth")
         assert report["variant"] == variant and report["unexpected"] == [] and report["frames"] == 8
+        assert len(report["ignored"]) == IGNORED[variant]
         assert all(key.startswith(("clip_", "fc_norm", "head", "final_clip", "mae_", "vision_proj", "text_", "temp"))
                    for key in report["ignored"])
         assert any(key.startswith("clip_projector.") for key in report["ignored"])
@@ -169,7 +180,8 @@ def test_stage_one_stage_two_and_a_separable_table_load_the_same_encoder(tmp_pat
     model, _ = internvideo2.from_state(dict(separable), "tiny", "sep.pth")
     table = model.pos_embed[0]
     assert torch.equal(table[0], separable["pos_embed_cls"][0, 0])
-    assert torch.equal(table[1 + 3 * 64 + 5], separable["pos_embed_temporal"][0, 3] + separable["pos_embed_spatial"][0, 5])
+    assert torch.equal(table[1 + 3 * 64 + 5],
+                       separable["pos_embed_temporal"][0, 3] + separable["pos_embed_spatial"][0, 5])
 
 
 def test_the_random_preset_and_its_position_table(clips):
@@ -178,7 +190,8 @@ def test_the_random_preset_and_its_position_table(clips):
     table = a.pos_embed[0]
     assert torch.equal(table[0], torch.zeros(192))  # the class token's row
     # a quarter of the channels for time: equal along a frame's tokens, changing between frames
-    assert torch.equal(table[1:65, :48], table[1:2, :48].expand(64, -1)) and not torch.equal(table[1, :48], table[65, :48])
+    assert torch.equal(table[1:65, :48], table[1:2, :48].expand(64, -1))
+    assert not torch.equal(table[1, :48], table[65, :48])
     torch.testing.assert_close(table[1 + 64 * 2, :48:24], torch.tensor([math.sin(2.0), math.cos(2.0)]))
     with torch.no_grad():
         # 16 frames: the table is interpolated in time (the class row kept); blocks run as at 8
@@ -194,7 +207,7 @@ def test_the_random_preset_and_its_position_table(clips):
 def test_a_broken_table_is_one_clear_error():
     state = tiny_checkpoint()
     state["pos_embed"] = state["pos_embed"][:, :50]
-    with pytest.raises(InputError, match=r"bad.pth: pos_embed \[1, 50, 192\] is no table of a class token and t x 8 x 8"):
+    with pytest.raises(InputError, match=r"bad.pth: pos_embed \[1, 50, 192\] is no table of a class token and t x 8"):
         internvideo2.from_state(state, "tiny", "bad.pth")
     # A VideoMAE file given to this family
     with pytest.raises(InputError, match="vm.pth: holds no pos_embed, the position table of every InternVideo2 file"):
