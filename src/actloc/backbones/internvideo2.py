@@ -19,7 +19,7 @@ from torch import nn
 
 from ..io import InputError
 from . import parts
-from .parts import Encoder, Mlp, PatchEmbed, check_divides, check_state, frozen, interpolated, normalized, read_state
+from .parts import Encoder, Mlp, PatchEmbed, assigned, check_divides, frozen, interpolated, normalized, read_state
 
 log = logging.getLogger(__name__)
 
@@ -242,13 +242,8 @@ def from_state(state, preset_name, path):
     with torch.device("meta"):  # no random initialisation of weights about to be replaced
         model = Backbone(preset, grid, "blocks.0.attn.qkv.bias" in state, "blocks.0.attn.q_norm.weight" in state,
                          "blocks.0.ls1.gamma" in state)
-    shapes = {k: v.shape for k, v in model.state_dict().items()}
-    unexpected = check_state(path, shapes, state, preset_name)
-    model.load_state_dict({k: state[k] for k in shapes}, assign=True)
+    unexpected = assigned(model, state, path, preset_name)
     model.set_pixel_statistics(device="cpu")
-    model.float()  # checkpoints saved in half precision run in fp32 (or bf16 autocast)
-    if unexpected:
-        log.warning("%s: %d unexpected weight(s) not loaded: %s", path, len(unexpected), ", ".join(unexpected[:10]))
     log.info("%s: loaded as InternVideo2 %s (%s, %d-frame positions), %d weight(s) of heads and decoders ignored",
              path, preset_name, variant, grid[0] * preset.tubelet, len(ignored))
     return model, {"variant": variant, "frames": grid[0] * preset.tubelet, "ignored": ignored,

@@ -3,6 +3,7 @@ statistics, a position table's interpolation and the reading of a published chec
 (Not a family: it declares no PRESETS.)"""
 
 import argparse
+import logging
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +11,8 @@ from torch import nn
 
 from ..io import InputError, load_weights
 from . import Preset
+
+log = logging.getLogger(__name__)
 
 # ImageNet statistics on the 0-255 scale, with which VideoMAE and InternVideo2 were trained.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -134,6 +137,19 @@ def check_state(path, model_shapes, state, preset_name, own=()):
         raise InputError(f"{path}: {len(missing)} weight(s) of preset {preset_name!r} missing, "
                          f"e.g. {', '.join(missing[:5])}")
     return sorted(k for k in state if k not in model_shapes and k not in own)
+
+
+def assigned(model, state, path, preset_name, own=()):
+    """Load a published checkpoint's `state` (read from `path`) into `model`, built on the meta
+    device, as float32 (checkpoints saved in half precision run in fp32 or bf16 autocast), after
+    `check_state`; the unexpected keys, warned of and not loaded."""
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    unexpected = check_state(path, shapes, state, preset_name, own)
+    model.load_state_dict({k: state[k] for k in shapes}, assign=True)
+    model.float()
+    if unexpected:
+        log.warning("%s: %d unexpected weight(s) not loaded: %s", path, len(unexpected), ", ".join(unexpected[:10]))
+    return unexpected
 
 
 def frozen(model, report):

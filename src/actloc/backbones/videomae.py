@@ -17,7 +17,7 @@ from torch import nn
 
 from ..io import InputError
 from . import parts
-from .parts import Encoder, Mlp, PatchEmbed, check_divides, check_state, frozen, interpolated, normalized, read_state
+from .parts import Encoder, Mlp, PatchEmbed, assigned, check_divides, frozen, interpolated, normalized, read_state
 
 log = logging.getLogger(__name__)
 
@@ -206,11 +206,8 @@ def load(preset_name, checkpoint=None, seed=0):
         final_norm, layer_scale = architecture_of(state)
         with torch.device("meta"):  # no random initialisation of weights about to be replaced
             model = Backbone(preset, final_norm, layer_scale)
-        shapes = {k: v.shape for k, v in model.state_dict().items()}
-        unexpected = check_state(checkpoint, shapes, state, preset_name, own=["pos_embed"])
-        model.load_state_dict({k: state[k] for k in shapes}, assign=True)
+        unexpected = assigned(model, state, checkpoint, preset_name, own=["pos_embed"])
         model.set_constants(device="cpu")
-        model.float()  # checkpoints saved in half precision run in fp32 (or bf16 autocast)
         if "pos_embed" in state:  # a learnt table replaces the sinusoid
             if state["pos_embed"].shape != model.pos_embed.shape:
                 raise InputError(f"{checkpoint}: pos_embed has shape {list(state['pos_embed'].shape)}, "
@@ -220,9 +217,6 @@ def load(preset_name, checkpoint=None, seed=0):
                   "size_bytes": Path(checkpoint).stat().st_size, "final_norm": final_norm,
                   "layer_scale": layer_scale, "learnt_positions": "pos_embed" in state,
                   "ignored": ignored, "unexpected": unexpected}
-        if unexpected:
-            log.warning("%s: %d unexpected weight(s) not loaded: %s", checkpoint, len(unexpected),
-                        ", ".join(unexpected[:10]))
         log.info("%s: loaded as %s (%s), %d weight(s) of head/decoder ignored",
                  checkpoint, preset_name, final_norm, len(ignored))
     report["preset"] = preset_name
